@@ -1,0 +1,84 @@
+"""The edge of every agent: records in, typed events out, poison records to the dead-letter topic.
+
+An exception inside a Faust agent can skip an offset or stop a partition, so nothing escapes an
+agent body: a record that cannot be decoded, or whose handling fails permanently, is written to
+the dead-letter topic (original bytes, provenance, reason) and the agent moves on. Several
+agents may read one topic; only the topic's owner dead-letters it, so a bad record is recorded
+once, not once per reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from streams.codec import Decoded, DecodeError, decode, encode, encode_headers
+from streams.deadletter import DeadLetter
+from streams.envelope import CloudEvent
+from streams.topics import Topics
+
+log = logging.getLogger("loopline.edge")
+
+
+class PermanentError(Exception):
+    """Handling this event can never succeed (bad reference, unknown model): dead-letter it."""
+
+
+class Edge:
+    def __init__(self, app, topics: Topics, max_bytes: int, retries: int = 3,
+                 backoff: float = 0.5):
+        self.app = app
+        self.topics = topics
+        self.max_bytes = max_bytes
+        self.retries = retries
+        self.backoff = backoff
+        self.accepts = {name: spec.accepts for name, spec in topics.all().items()}
+        self.dead_letters = 0
+
+    async def publish(self, event: CloudEvent, topic: str | None = None) -> None:
+        """Publish and wait for the broker's ack: the offset is committed only after this returns."""
+        await self.app.producer.send_and_wait(
+            topic or self.topics.for_type(event.type), event.subject.encode(), encode(event),
+            None, None, encode_headers())
+
+    async def dead_letter(self, message, reason: str, error: str) -> None:
+        self.dead_letters += 1
+        log.warning("dead-letter %s[%s]@%s: %s", message.topic, message.partition,
+                    message.offset, reason)
+        headers = message.headers.items() if isinstance(message.headers, dict) else message.headers
+        key, value, hdrs = DeadLetter(
+            value=message.value, key=message.key, topic=message.topic,
+            partition=message.partition, offset=message.offset, reason=reason, error=error,
+            headers=tuple((k, bytes(v or b"")) for k, v in headers or ())).to_record()
+        await self.app.producer.send_and_wait(self.topics.deadletter, key, value, None, None, hdrs)
+
+    async def consume(self, stream, handle: Callable[[Decoded], Awaitable[None]],
+                      owns: set[str]) -> None:
+        """Run `handle` for every decodable record of `stream`; dead-letter what fails."""
+        async for event in stream.events():
+            message = event.message
+            try:
+                decoded = decode(message.value, message.headers,
+                                 accepts=self.accepts.get(message.topic), max_bytes=self.max_bytes)
+            except DecodeError as exc:
+                if message.topic in owns:
+                    await self.dead_letter(message, str(exc), "DecodeError")
+                continue
+            await self._handle(handle, decoded, message)
+
+    async def _handle(self, handle, decoded: Decoded, message) -> None:
+        for attempt in range(1, self.retries + 1):
+            try:
+                await handle(decoded)
+                return
+            except PermanentError as exc:
+                await self.dead_letter(message, str(exc), "PermanentError")
+                return
+            except Exception as exc:  # noqa: BLE001 - the agent edge: nothing may escape
+                log.exception("handling %s failed (attempt %d/%d)", decoded.event.key, attempt,
+                              self.retries)
+                if attempt == self.retries:
+                    await self.dead_letter(message, f"{type(exc).__name__}: {exc}", "HandlerError")
+                    return
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))

@@ -1,0 +1,1 @@
+"""Pure decision policies of loopline (retrain, promotion, deploy); import from `agents.policies`."""

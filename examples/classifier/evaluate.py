@@ -1,0 +1,119 @@
+"""Pipeline step 3: score the candidate and the current champion on the same holdout.
+
+Why: promotion must compare like with like. This step (TFX's Evaluator, as a pipeline
+step so a minutes-long evaluation never runs inside an agent) loads the candidate version
+and the version the ``champion`` alias points at, scores both on the holdout prepare
+wrote, logs the numbers to the candidate's run and outputs them for the evaluator agent's
+gate. No champion is normal for a model's first version; a champion that cannot be
+loaded or scored is reported as ``champion_error``, not a crash.
+
+Run: python -m examples.classifier.evaluate
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopline.job import JobContext, context
+
+import mlflow  # noqa: E402  (after loopline.job, which sets quiet MLflow defaults)
+import mlflow.pyfunc  # noqa: E402
+from mlflow.entities import Metric, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+LABEL = "label"
+CHAMPION = "champion"
+
+
+def score(model: Any, holdout: pd.DataFrame) -> dict[str, float]:
+    """accuracy and f1 from predict(); roc_auc when the raw model has predict_proba."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    x, y = holdout.drop(columns=[LABEL]), holdout[LABEL].to_numpy()
+    pred = np.asarray(model.predict(x)).ravel()
+    metrics = {"accuracy": float(accuracy_score(y, pred)), "f1": float(f1_score(y, pred, zero_division=0))}
+    proba = _positive_proba(model, x)
+    if proba is not None and len(np.unique(y)) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(y, proba))
+    return metrics
+
+
+def _positive_proba(model: Any, x: pd.DataFrame) -> np.ndarray | None:
+    try:
+        return model.get_raw_model().predict_proba(x)[:, 1]
+    except Exception:  # not every flavor exposes probabilities; roc_auc is optional
+        return None
+
+
+def champion_version(ctx: JobContext) -> str | None:
+    """Version the champion alias points at, or None when there is no champion yet."""
+    try:
+        version = ctx.client.get_registered_model(ctx.model).aliases.get(CHAMPION)
+        return None if version is None else str(version)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def evaluate_champion(ctx: JobContext, holdout: pd.DataFrame) -> dict[str, Any]:
+    """Champion outputs; failures become champion_error so the gate can decide."""
+    version = None
+    try:
+        version = champion_version(ctx)
+        if version is None:
+            return {"champion_version": None, "champion_metrics": None}
+        model = mlflow.pyfunc.load_model(f"models:/{ctx.model}/{version}")  # pinned, not the moving alias
+        return {"champion_version": version, "champion_metrics": score(model, holdout)}
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"champion_version": version, "champion_metrics": None,
+                "champion_error": f"{type(exc).__name__}: {exc}"}
+
+
+def log_to_candidate_run(ctx: JobContext, run_id: str, result: dict[str, Any]) -> None:
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"eval_candidate_{k}", v, now, 0) for k, v in result["candidate_metrics"].items()]
+    metrics += [Metric(f"eval_champion_{k}", v, now, 0) for k, v in (result["champion_metrics"] or {}).items()]
+    tags = [RunTag("loopline.eval.champion_version", str(result["champion_version"] or "")),
+            RunTag("loopline.eval.holdout_rows", str(result["holdout_rows"]))]
+    ctx.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    train, prepare = ctx.inputs("train"), ctx.inputs("prepare")
+    holdout = pd.read_parquet(prepare["holdout_uri"])
+    version = str(train["model_version"])
+    candidate = mlflow.pyfunc.load_model(f"models:/{ctx.model}/{version}")
+    result = {"candidate_version": version, "candidate_metrics": score(candidate, holdout),
+              "holdout_rows": len(holdout), **evaluate_champion(ctx, holdout)}
+    run_id = train.get("run_id") or ctx.client.get_model_version(ctx.model, version).run_id
+    log_to_candidate_run(ctx, run_id, result)
+    ctx.output(candidate_run_id=run_id, **result)
+    return result
+
+
+def _summary(result: dict[str, Any]) -> str:
+    line = f"candidate v{result['candidate_version']} accuracy {result['candidate_metrics']['accuracy']:.3f}"
+    if result.get("champion_error"):
+        return f"{line}; champion v{result['champion_version']} failed: {result['champion_error']}"
+    if result["champion_version"] is None:
+        return f"{line}; no champion yet"
+    return f"{line} vs champion v{result['champion_version']} {result['champion_metrics']['accuracy']:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description="score candidate and champion on the holdout").parse_args(argv)
+    started = time.perf_counter()
+    result = run(context())
+    print(f"evaluate: {_summary(result)} on {result['holdout_rows']} holdout rows "
+          f"({time.perf_counter() - started:.2f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

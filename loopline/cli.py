@@ -1,0 +1,96 @@
+"""`loopline` command line: demo, worker, serve, publish, topics.
+
+Connection settings come from `LOOPLINE_*` environment variables (see `loopline.settings`);
+flags here are only what changes per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+
+from loopline.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="loopline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the whole loop on an embedded broker, live, with a summary")
+    demo.add_argument("--batches", type=int, default=10, help="data batches to stream")
+    demo.add_argument("--rows", type=int, default=1000, help="rows per batch")
+    demo.add_argument("--state-dir", default=".loopline/demo", help="where MLflow and runs live")
+    demo.add_argument("--keep", action="store_true", help="keep the previous demo's state")
+
+    sub.add_parser("worker", help="run the Faust worker against LOOPLINE_BROKER")
+
+    serve = sub.add_parser("serve", help="the serving endpoint (models:/NAME@champion)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1")
+
+    sub.add_parser("topics", help="create every topic (idempotent) and print them")
+
+    publish = sub.add_parser("publish", help="publish an event by hand")
+    kinds = publish.add_subparsers(dest="kind", required=True)
+    data = kinds.add_parser("data", help="a data-arrival event")
+    data.add_argument("--model", required=True)
+    data.add_argument("--uri", required=True)
+    data.add_argument("--rows", type=int, required=True)
+    data.add_argument("--version", required=True, help="dataset version of the batch")
+    data.add_argument("--digest")
+    for command in ("retrain", "promote", "rollback", "pause", "resume"):
+        cmd = kinds.add_parser(command, help=f"operator command: {command}")
+        cmd.add_argument("--model", required=True)
+        cmd.add_argument("--reason", required=True)
+        if command in ("promote", "rollback"):
+            cmd.add_argument("--version", required=command == "promote",
+                             help="version to promote / roll back to")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "aiokafka", "alembic", "mlflow"):     # their INFO is per connection
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings()
+    if args.command == "demo":
+        from loopline.demo import run_demo
+        return run_demo(batches=args.batches, rows=args.rows, state_dir=args.state_dir, keep=args.keep)
+    if args.command == "worker":
+        from loopline.worker import run
+        sys.argv = [sys.argv[0]]        # Faust's Worker parses argv itself
+        run(settings)
+        return 0
+    if args.command == "serve":
+        from loopline import config
+        from loopline.serving import serve
+        serve(settings.tracking_uri, settings.broker, settings.topics,
+              list(config.load(settings.config)), args.host, args.port)
+        return 0
+    if args.command == "topics":
+        from streams.admin import ensure_topics
+        for name, partitions in ensure_topics(settings.broker, settings.topics).items():
+            print(f"{name}\t{partitions}")
+        return 0
+    return _publish(args, settings)
+
+
+def _publish(args, settings: Settings) -> int:
+    from streams import events as ev
+    from streams.codec import build
+    from streams.publisher import Publisher
+
+    if args.kind == "data":
+        data = ev.DataArrived(uri=args.uri, rows=args.rows, version=args.version, digest=args.digest)
+    else:
+        data = ev.OperatorCommand(command=args.kind, reason=args.reason, operator=getpass.getuser(),
+                                  version=getattr(args, "version", None))
+    event = build(data, args.model, source=f"loopline/cli/{getpass.getuser()}")
+    with Publisher(settings.broker, settings.topics) as publisher:
+        publisher.publish(event)
+    print(f"published {event.type} {event.id} for {args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

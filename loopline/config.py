@@ -1,0 +1,144 @@
+"""`loopline.yaml`: the models, their pipelines, retrain policies, gates and deploy targets.
+
+Validated once at load, with errors that name the file, the key, what is wrong and what was
+expected, so a typo fails the worker's start instead of the first training. The result is
+turned into the plain policy and pipeline objects of `agents` and `triggers`: the agents never
+see YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agents.policies import Gate, RetrainPolicy
+from triggers.pipeline import Pipeline, PipelineError, Step
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StepConfig(_Strict):
+    name: str
+    command: list[str] = Field(min_length=1)
+    depends: list[str] = []
+    when: str | None = None
+    env: dict[str, str] = {}
+    image: str | None = None
+    timeout_seconds: float | None = Field(None, gt=0)
+
+
+class PipelineConfig(_Strict):
+    launcher: Literal["local", "kubernetes", "argo"] = "local"
+    workdir: str = "."                       # relative to the config file
+    steps: list[StepConfig] = Field(min_length=1)
+
+
+class RetrainConfig(_Strict):
+    min_new_rows: int = Field(1000, ge=1)
+    max_staleness_seconds: float | None = Field(None, gt=0)
+    cooldown_seconds: float = Field(0.0, ge=0)
+    window_batches: int = Field(8, ge=1)
+    min_drift_share: float = Field(0.0, ge=0, le=1)
+    in_flight_timeout_seconds: float | None = Field(None, gt=0)
+
+
+class GateConfig(_Strict):
+    metric: str = "accuracy"
+    min_value: float | None = None          # absolute bar (a ceiling when lower is better)
+    min_improvement: float = 0.0
+    higher_is_better: bool = True
+    from_step: str = "evaluate"              # the pipeline step that reports the scores
+
+
+class DeployConfig(_Strict):
+    alias: str = "champion"
+
+
+class ModelConfig(_Strict):
+    name: str
+    pipeline: PipelineConfig
+    retrain: RetrainConfig = RetrainConfig()
+    gate: GateConfig = GateConfig()
+    deploy: DeployConfig = DeployConfig()
+    params: dict[str, str] = {}              # passed to every step as LOOPLINE_PARAM_<NAME>
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not MODEL_NAME.match(value):
+            raise ValueError("must start with a letter or digit and use only letters, digits, _ . -")
+        return value
+
+
+class FileConfig(_Strict):
+    models: list[ModelConfig] = Field(min_length=1)
+
+
+class Model:
+    """One model as the worker uses it: plain policy objects and a validated pipeline."""
+
+    def __init__(self, cfg: ModelConfig, base: Path):
+        self.name = cfg.name
+        self.config = cfg
+        self.launcher = cfg.pipeline.launcher
+        self.workdir = str((base / cfg.pipeline.workdir).resolve())
+        self.pipeline = Pipeline(tuple(
+            Step(name=s.name, command=tuple(s.command), depends=tuple(s.depends), when=s.when,
+                 env=dict(s.env), image=s.image, timeout_seconds=s.timeout_seconds)
+            for s in cfg.pipeline.steps))
+        self.retrain = RetrainPolicy(**cfg.retrain.model_dump())
+        self.gate = Gate(**cfg.gate.model_dump(exclude={"from_step"}))
+        self.gate_step = cfg.gate.from_step
+        self.alias = cfg.deploy.alias
+        self.params = dict(cfg.params)
+
+
+def load(path: str | Path) -> dict[str, Model]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw, path: Path) -> dict[str, Model]:
+    try:
+        cfg = FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: " + "; ".join(_describe(err, raw) for err in exc.errors())) from None
+    models: dict[str, Model] = {}
+    for index, model_cfg in enumerate(cfg.models):
+        if model_cfg.name in models:
+            raise ConfigError(f"{path}: models[{index}].name: duplicate model name {model_cfg.name!r}")
+        if model_cfg.gate.from_step not in {s.name for s in model_cfg.pipeline.steps}:
+            raise ConfigError(f"{path}: models[{index}].gate.from_step: no step named "
+                              f"{model_cfg.gate.from_step!r} in the pipeline")
+        try:
+            models[model_cfg.name] = Model(model_cfg, path.parent)
+        except PipelineError as exc:
+            raise ConfigError(f"{path}: models[{index}].pipeline: {exc}") from None
+    return models
+
+
+def _describe(err: dict, raw) -> str:
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check the spelling; see the README for the keys)"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"

@@ -1,0 +1,206 @@
+"""`loopline demo`: the whole loop on one machine, live, ending with a summary.
+
+It starts the real parts as separate processes (the embedded Tansu broker, the Faust worker,
+the serving endpoint; MLflow is a SQLite store with an artifact folder), streams the example
+data set in batches (its concept changes part-way), and shows what the loop does with them as
+it happens, read from the topics. The summary is rebuilt from the events alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from loopline.observe import Observer
+from loopline.stack import REPO, LocalStack, Process
+from streams import events as ev
+from streams.codec import Decoded, build
+from streams.publisher import Publisher
+
+MODEL = "classifier"
+OUTCOME_TYPES = {ev.DeploymentDone.TYPE, ev.DeploymentRefused.TYPE, ev.TrainingFailed.TYPE}
+console = Console()
+
+
+def describe(d: Decoded) -> str:
+    """One human line per event."""
+    data = d.data
+    if isinstance(data, ev.DataArrived):
+        return f"{data.version}: {data.rows} rows"
+    if isinstance(data, ev.TrainingRequested):
+        return f"reason={data.reason} on {', '.join(data.data_versions)}"
+    if isinstance(data, ev.TrainingStarted):
+        return f"run {data.run_name} ({data.launcher})"
+    if isinstance(data, ev.TrainingSucceeded):
+        version = data.outputs.get("train", {}).get("model_version")
+        return f"run {data.run_name} → v{version} in {data.duration_seconds or 0:.1f}s"
+    if isinstance(data, ev.TrainingFailed):
+        return f"run {data.run_name}: {data.reason}"
+    if isinstance(data, ev.ModelEvaluated):
+        verdict = "[green]passed[/]" if data.passed else "[red]rejected[/]"
+        return f"v{data.version} {verdict}: {'; '.join(data.reasons)}"
+    if isinstance(data, ev.ModelPromoted):
+        return f"v{data.version} promoted over v{data.champion_version or '-'}"
+    if isinstance(data, (ev.DeploymentDone, ev.DeploymentRolledBack)):
+        return f"{data.alias} → v{data.version}"
+    if isinstance(data, ev.DeploymentRefused):
+        return data.reason
+    return ""
+
+
+def short_type(event_type: str) -> str:
+    return event_type.removeprefix("io.loopline.")
+
+
+class Printer:
+    """Prints each new event once, as it lands on the bus."""
+
+    def __init__(self, observer: Observer, started: float):
+        self.observer, self.started, self.shown = observer, started, 0
+
+    def flush(self) -> None:
+        with self.observer.cond:
+            new = self.observer.events[self.shown:]
+            self.shown = len(self.observer.events)
+        for d in new:
+            if d.event.type == ev.ClockTicked.TYPE:
+                continue
+            console.print(f"[dim]{time.time() - self.started:6.1f}s[/] "
+                          f"[bold cyan]{short_type(d.event.type):22}[/] {describe(d)}")
+
+
+def run_demo(batches: int = 10, rows: int = 1000, state_dir: str = ".loopline/demo",
+             keep: bool = False, config: Path | None = None) -> int:
+    from examples.classifier.data import batch, write_batch
+
+    state = Path(state_dir).resolve()
+    if state.exists() and not keep:
+        shutil.rmtree(state)
+    (state / "data").mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    console.rule("[bold]loopline demo")
+    with console.status("starting broker, worker and serving endpoint..."):
+        stack = LocalStack(state, config or REPO / "loopline.yaml", serving=True)
+        try:
+            stack.start()
+        except BaseException:
+            stack.__exit__(None, None, None)
+            raise
+    with stack:
+        observer, worker = stack.observer, stack.worker
+        console.print(f"broker      {stack.bootstrap} (Tansu, in memory)")
+        console.print(f"mlflow      {stack.settings.tracking_uri}")
+        console.print(f"serving     http://127.0.0.1:{stack.serve_port}")
+        console.print(f"logs        {state}/*.log")
+        console.print(f"worker ready after {time.time() - started:.1f}s; streaming {batches} batches "
+                      f"of {rows} rows (the concept changes at batch 4)\n")
+        printer = Printer(observer, started)
+        with Publisher(stack.bootstrap, stack.settings.topics) as publisher:
+            for index in range(batches):
+                info = write_batch(index, state / "data", rows=rows)
+                event = build(ev.DataArrived(uri=info["uri"], rows=info["rows"], version=info["version"],
+                                             digest=info["digest"], columns=info["schema"]),
+                              MODEL, source="loopline/demo")
+                publisher.publish(event)
+                _wait_outcome(observer, event.id, worker, printer)
+        printer.flush()
+        answer = _ask_serving(stack.serve_port, batch(batches - 1, rows=3).drop(columns=["label"]),
+                              observer, stack.serving)
+        _summary(observer, answer, time.time() - started)
+        console.print(f"\nSee the runs: [bold]mlflow ui --backend-store-uri {stack.settings.tracking_uri}[/]")
+        promoted = observer.of_type(ev.DeploymentDone.TYPE, MODEL)
+        return 0 if promoted and answer.get("version") == promoted[-1].data.version else 1
+
+
+def _wait_outcome(observer: Observer, event_id: str, worker: Process, printer: Printer,
+                  quiet: float = 0.5, timeout: float = 120.0) -> None:
+    """Wait until the chain this batch started (if any) ends: deployed, rejected or failed."""
+    deadline = time.monotonic() + timeout
+    quiet_until = time.monotonic() + quiet
+    while time.monotonic() < deadline:
+        printer.flush()
+        worker.check()
+        chain = [d for d in list(observer.events) if d.event.correlationid == event_id]
+        requested = any(d.event.type == ev.TrainingRequested.TYPE for d in chain)
+        if not requested and time.monotonic() > quiet_until:
+            return                                   # below the policy's threshold: no training
+        if any(d.event.type in OUTCOME_TYPES or
+               (d.event.type == ev.ModelEvaluated.TYPE and not d.data.passed) for d in chain):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the loop started by event {event_id} did not finish in {timeout}s")
+
+
+def _ask_serving(port: int, rows, observer: Observer, serving: Process, timeout: float = 30.0) -> dict:
+    """Ask the endpoint until it answers with the champion the last deployment named."""
+    deployed = observer.of_type(ev.DeploymentDone.TYPE, MODEL)
+    want = deployed[-1].data.version if deployed else None
+    body = json.dumps({"rows": rows.to_dict(orient="records")}).encode()
+    deadline = time.monotonic() + timeout
+    answer: dict = {}
+    while time.monotonic() < deadline:
+        serving.check()
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/models/{MODEL}/predict", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                answer = json.loads(response.read())
+            if answer.get("version") == want:
+                return answer
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return answer
+
+
+def _summary(observer: Observer, answer: dict, elapsed: float) -> None:
+    evaluated = observer.of_type(ev.ModelEvaluated.TYPE, MODEL)
+    deployed = {d.data.version: d for d in observer.of_type(ev.DeploymentDone.TYPE, MODEL)}
+    arrivals = {d.event.id: d.event.timestamp for d in observer.of_type(ev.DataArrived.TYPE, MODEL)}
+    table = Table(title="Versions", show_lines=False)
+    for column in ("version", "trained on", "accuracy", "champion then", "verdict", "why",
+                   "data → deployed"):
+        table.add_column(column)
+    requests = {d.event.id: d.data for d in observer.of_type(ev.TrainingRequested.TYPE, MODEL)}
+    for d in evaluated:
+        data = d.data
+        request = _request_of(observer, d, requests)
+        champion = (f"v{data.champion_version} {data.champion_metrics.get(data.metric, 0):.3f}"
+                    if data.champion_version and data.champion_metrics else "-")
+        latency = "-"
+        if data.version in deployed:
+            latency = f"{deployed[data.version].event.timestamp - arrivals.get(d.event.correlationid, d.event.timestamp):.1f}s"
+        table.add_row(f"v{data.version}", ", ".join(request.data_versions) if request else "?",
+                      f"{data.candidate_metrics.get(data.metric) or 0:.3f}", champion,
+                      "[green]promoted[/]" if data.passed else "[red]rejected[/]",
+                      "; ".join(data.reasons), latency)
+    console.print()
+    console.print(table)
+    failed = observer.of_type(ev.TrainingFailed.TYPE, MODEL)
+    counts = Table(title="Summary", show_header=False)
+    counts.add_row("data batches", str(len(arrivals)))
+    counts.add_row("versions trained", str(len(evaluated)))
+    counts.add_row("promoted", str(sum(d.data.passed for d in evaluated)))
+    counts.add_row("rejected", str(sum(not d.data.passed for d in evaluated)))
+    counts.add_row("failed trainings", str(len(failed)))
+    counts.add_row("dead letters", str(len(observer.dead_letters)))
+    counts.add_row("champion", f"v{answer.get('version', '?')} (answering on the serving endpoint)")
+    counts.add_row("elapsed", f"{elapsed:.1f}s")
+    console.print(counts)
+
+
+def _request_of(observer: Observer, evaluated: Decoded, requests: dict):
+    """Walk the causation chain back from an evaluation to its training request."""
+    by_id = {d.event.id: d for d in observer.events}
+    current = by_id.get(evaluated.event.causationid or "")
+    while current is not None:
+        if current.event.id in requests:
+            return requests[current.event.id]
+        current = by_id.get(current.event.causationid or "")
+    return None

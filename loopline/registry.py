@@ -1,0 +1,60 @@
+"""The MLflow model registry behind the agents' `Registry` port.
+
+The champion is an alias (`models:/NAME@champion`), so serving never needs a version number;
+the alias history is a registered-model tag (a JSON list, oldest first), so a rollback knows
+where to go even after the process that promoted has gone. Every call is blocking: the agents
+run them in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+from agents.ports import Champion
+
+HISTORY_TAG = "loopline.{alias}.history"
+EVENT_TAG = "loopline.{alias}.event"
+
+
+class MlflowRegistry:
+    def __init__(self, tracking_uri: str):
+        import mlflow
+
+        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def champion(self, model: str, alias: str) -> Champion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            registered = self.client.get_registered_model(model)
+        except MlflowException:
+            return Champion(None)
+        history = json.loads(registered.tags.get(HISTORY_TAG.format(alias=alias), "[]"))
+        version = registered.aliases.get(alias) if isinstance(registered.aliases, dict) else None
+        if version is None:
+            try:
+                version = self.client.get_model_version_by_alias(model, alias).version
+            except MlflowException:
+                version = None
+        return Champion(str(version) if version is not None else None,
+                        tuple(str(v) for v in history),
+                        registered.tags.get(EVENT_TAG.format(alias=alias)))
+
+    def set_champion(self, model: str, alias: str, version: str, history: Sequence[str],
+                     event_key: str) -> None:
+        # Alias first, history second: a crash in between leaves a history one short, which a
+        # redelivered promotion repairs (push_history is idempotent); never an alias pointing
+        # at a version the history does not know.
+        self.client.set_registered_model_alias(model, alias, version)
+        self.client.set_registered_model_tag(model, HISTORY_TAG.format(alias=alias),
+                                             json.dumps(list(history)))
+        self.client.set_registered_model_tag(model, EVENT_TAG.format(alias=alias), event_key)
+        self.client.set_model_version_tag(model, version, f"loopline.{alias}", "true")
+
+    def record_evaluation(self, model: str, version: str, passed: bool,
+                          reasons: Sequence[str]) -> None:
+        self.client.set_model_version_tag(model, version, "loopline.gate",
+                                          "passed" if passed else "rejected")
+        self.client.set_model_version_tag(model, version, "loopline.gate.reasons",
+                                          " | ".join(reasons)[:5000])

@@ -1,0 +1,50 @@
+"""Connection settings from the environment, all under one prefix: `LOOPLINE_`.
+
+What a deployment changes (broker, MLflow, state dir, topic prefix, group timeouts) lives here;
+what a model team changes (pipelines, policies, gates) lives in `loopline.yaml`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.topics import Topics
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="ignore")
+
+    broker: str = "127.0.0.1:9092"              # Kafka bootstrap servers
+    mlflow_uri: str = ""                        # empty: sqlite store under state_dir
+    state_dir: Path = Path(".loopline")
+    config: Path = Path("loopline.yaml")
+    topic_prefix: str = "loopline"
+    partitions: int = Field(4, ge=1)
+    group: str = "loopline-worker"              # consumer group / Faust app id
+    source: str = "loopline/worker"             # CloudEvents `source` of the worker's events
+    web_port: int = 6066
+    # Tansu holds a JoinGroup for the whole rebalance timeout: short values make starts fast.
+    rebalance_timeout: float = 4.0
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    fetch_max_wait_ms: int = 10                 # Faust hard-codes 1500 ms; see agents/transport.py
+    tick_interval: float = 1.0                  # clock ticks for cooldown expiry and staleness
+    poll_interval: float = 0.1                  # how often the launcher watcher looks at runs
+    max_event_bytes: int = 1_000_000
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix, self.partitions)
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_uri:
+            return self.mlflow_uri
+        return f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> str:
+        return (self.state_dir / "mlartifacts").resolve().as_uri()

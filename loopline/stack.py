@@ -1,0 +1,140 @@
+"""The local stack supervisor: broker, worker, serving endpoint and an observer, as real processes.
+
+The demo, the integration tests and the benchmarks all need the same thing: the loop running
+on this machine exactly as it would in production (separate worker and serving processes
+talking over Kafka, MLflow as a store on disk), plus a view of the topics. This starts it,
+knows when it is ready, and stops every part on exit, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+from loopline.observe import Observer
+from loopline.settings import Settings
+from streams import events as ev
+from streams.admin import ensure_topics
+from streams.broker import EmbeddedBroker, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Process:
+    """A child process with its output in a log file; `check()` raises with the log's tail if it died."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log: Path):
+        self.name, self.log, self.argv, self.env = name, log, argv, env
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(self.argv, env=self.env, stdout=open(self.log, "ab"),
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}:\n{self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like to everyone else."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = self._spawn()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class LocalStack:
+    """`with LocalStack(state_dir, config) as stack:` — everything up, `stack.observer` watching."""
+
+    def __init__(self, state_dir: Path, config: Path, *, bootstrap: str | None = None,
+                 prefix: str = "loopline", partitions: int = 4, serving: bool = False,
+                 mlflow_uri: str = "", extra_env: dict | None = None):
+        self.state_dir = Path(state_dir).resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config, self.bootstrap, self.prefix = Path(config).resolve(), bootstrap, prefix
+        self.partitions, self.with_serving, self.mlflow_uri = partitions, serving, mlflow_uri
+        self.extra_env = extra_env or {}
+        self._stack = ExitStack()
+        self.serve_port = free_port()
+        self.worker: Process | None = None
+        self.serving: Process | None = None
+
+    def __enter__(self) -> "LocalStack":
+        try:
+            if self.worker is None:         # `stack.start()` may have run already
+                self.start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def start(self) -> None:
+        if self.bootstrap is None:
+            broker = self._stack.enter_context(EmbeddedBroker(log_path=self.state_dir / "broker.log"))
+            self.bootstrap = broker.bootstrap
+        self.settings = Settings(broker=self.bootstrap, state_dir=self.state_dir, config=self.config,
+                                 topic_prefix=self.prefix, partitions=self.partitions,
+                                 mlflow_uri=self.mlflow_uri, group=f"{self.prefix}-worker",
+                                 web_port=free_port())
+        ensure_topics(self.bootstrap, self.settings.topics)
+        self.observer = self._stack.enter_context(Observer(self.bootstrap, self.settings.topics))
+        self.worker = self.start_worker()
+        self.wait_ready()
+        if self.with_serving:
+            self.serving = self._process("serving", ["serve", "--port", str(self.serve_port)])
+
+    def env(self, **extra: str) -> dict[str, str]:
+        s = self.settings
+        return {**os.environ, "LOOPLINE_BROKER": s.broker, "LOOPLINE_STATE_DIR": str(s.state_dir),
+                "LOOPLINE_CONFIG": str(s.config), "LOOPLINE_TOPIC_PREFIX": s.topic_prefix,
+                "LOOPLINE_PARTITIONS": str(s.partitions), "LOOPLINE_GROUP": s.group,
+                "LOOPLINE_MLFLOW_URI": s.mlflow_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                **self.extra_env, **extra}
+
+    def _process(self, name: str, args: list[str], **env: str) -> Process:
+        process = Process(name, [sys.executable, "-m", "loopline.cli", *args], self.env(**env),
+                          self.state_dir / f"{name}.log")
+        self._stack.callback(process.stop)
+        return process
+
+    def start_worker(self, name: str = "worker") -> Process:
+        return self._process(name, ["worker"], LOOPLINE_WEB_PORT=str(free_port()))
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """The leader publishes clock ticks once it owns its partitions: a fresh tick means ready."""
+        seen = len(self.observer.of_type(ev.ClockTicked.TYPE))
+        deadline = time.monotonic() + timeout
+        while len(self.observer.of_type(ev.ClockTicked.TYPE)) <= seen:
+            self.worker.check()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready after {timeout}s:\n{self.worker.tail()}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def unique_prefix(base: str = "t") -> str:
+        return f"{base}{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,62 @@
+"""Builds the Faust worker from settings and `loopline.yaml`: the composition of the loop.
+
+Topics are created here, explicitly, before Faust starts; the MLflow store is touched once so
+its schema exists before any job races to create it; launchers and the registry are chosen
+here and handed to the agents through their ports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from agents.app import AppOptions, build_app
+from loopline import config as config_mod
+from loopline.registry import MlflowRegistry
+from loopline.settings import Settings
+from streams.admin import ensure_topics
+from triggers.local import LocalLauncher
+
+log = logging.getLogger("loopline.worker")
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """What every launched run needs to find the tracking store and the state dir."""
+    state = settings.state_dir.resolve()
+    return {"MLFLOW_TRACKING_URI": settings.tracking_uri, "LOOPLINE_STATE_DIR": str(state),
+            "LOOPLINE_ARTIFACT_ROOT": settings.artifact_root,
+            "LOOPLINE_BROKER": settings.broker, "LOOPLINE_TOPIC_PREFIX": settings.topic_prefix}
+
+
+def init_tracking_store(settings: Settings) -> None:
+    """Create the MLflow schema once, here, instead of in N jobs racing at their first call."""
+    import mlflow
+
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.MlflowClient(tracking_uri=settings.tracking_uri).search_experiments(max_results=1)
+
+
+def build(settings: Settings):
+    models = config_mod.load(settings.config)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_topics(settings.broker, settings.topics)
+    init_tracking_store(settings)
+    opts = AppOptions(
+        broker=settings.broker, group=settings.group, topics=settings.topics,
+        source=settings.source, web_port=settings.web_port,
+        rebalance_timeout=settings.rebalance_timeout, session_timeout=settings.session_timeout,
+        heartbeat_interval=settings.heartbeat_interval,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms, tick_interval=settings.tick_interval,
+        poll_interval=settings.poll_interval, max_event_bytes=settings.max_event_bytes,
+        job_env=job_env(settings))
+    launchers = {"local": LocalLauncher(settings.state_dir.resolve())}
+    return build_app(opts, models, launchers, MlflowRegistry(settings.tracking_uri))
+
+
+def run(settings: Settings | None = None, loglevel: str = "info") -> None:
+    import faust
+
+    settings = settings or Settings()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    app = build(settings)
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -1,0 +1,166 @@
+"""Typed `data` of every loopline event type, one versioned schema each.
+
+Names follow one rule: facts are past tense (`DataArrived`, `ModelPromoted`), requests are
+imperatives (`TrainingRequested` is the fact that a training was requested). Each schema
+carries `schema_version`; a consumer rejects versions it does not know instead of guessing.
+Schemas are strict (no coercion of "5" into 5) and forbid unknown fields, so a producer's typo
+is a clear dead-letter reason rather than a silently ignored value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streams.envelope import CloudEvent, EnvelopeError
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    TYPE: ClassVar[str]
+    schema_version: Literal[1] = 1
+
+
+class DataArrived(EventData):
+    TYPE = "io.loopline.data.arrived"
+    uri: str = Field(min_length=1)                 # where the batch lies (file://, s3://, gs://)
+    rows: int = Field(ge=0)
+    version: str = Field(min_length=1)             # dataset version of this batch
+    digest: str | None = None                      # content digest, e.g. "sha256:..."
+    columns: dict[str, str] = Field(default_factory=dict)   # column -> dtype
+
+
+class DriftDetected(EventData):
+    TYPE = "io.loopline.drift.detected"
+    dataset_version: str
+    reference_version: str
+    drift_share: float = Field(ge=0, le=1)
+    columns: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    report_uri: str | None = None
+
+
+class MetricReported(EventData):
+    TYPE = "io.loopline.metric.reported"
+    metric: str
+    value: float
+    count: int = Field(ge=0)
+    model_version: str | None = None
+    window_start: float | None = None
+    window_end: float | None = None
+
+
+class OperatorCommand(EventData):
+    TYPE = "io.loopline.operator.command"
+    command: Literal["retrain", "promote", "rollback", "pause", "resume"]
+    reason: str = Field(min_length=1)
+    operator: str = Field(min_length=1)
+    version: str | None = None                     # promote --version / rollback --to
+
+
+class ClockTicked(EventData):
+    """Lets time-based rules (cooldown expiry, staleness) fire without a new data event."""
+    TYPE = "io.loopline.clock.ticked"
+
+
+class TrainingRequested(EventData):
+    TYPE = "io.loopline.training.requested"
+    idempotency_key: str = Field(min_length=1)
+    reason: str
+    causes: list[str] = Field(default_factory=list)        # `source#id` of the triggering events
+    data_uris: list[str] = Field(default_factory=list)
+    data_versions: list[str] = Field(default_factory=list)
+    rows: int = Field(ge=0, default=0)
+
+
+class TrainingStarted(EventData):
+    TYPE = "io.loopline.training.started"
+    idempotency_key: str
+    run_name: str
+    launcher: str
+    created: bool = True           # False when the run already existed (a redelivered request)
+
+
+class TrainingSucceeded(EventData):
+    TYPE = "io.loopline.training.succeeded"
+    idempotency_key: str
+    run_name: str
+    outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)   # step -> its outputs
+    duration_seconds: float | None = None
+
+
+class TrainingFailed(EventData):
+    TYPE = "io.loopline.training.failed"
+    idempotency_key: str
+    run_name: str
+    reason: str
+    log_tail: list[str] = Field(default_factory=list)
+    duration_seconds: float | None = None
+
+
+class ModelEvaluated(EventData):
+    TYPE = "io.loopline.model.evaluated"
+    version: str
+    run_name: str
+    metric: str
+    candidate_metrics: dict[str, float | None] = Field(default_factory=dict)
+    champion_version: str | None = None
+    champion_metrics: dict[str, float | None] | None = None
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class ModelPromoted(EventData):
+    TYPE = "io.loopline.model.promoted"
+    version: str
+    champion_version: str | None = None            # the champion it was compared with
+    reasons: list[str] = Field(default_factory=list)
+
+
+class DeploymentDone(EventData):
+    TYPE = "io.loopline.deployment.done"
+    version: str
+    previous_version: str | None = None
+    alias: str = "champion"
+    reason: str = ""
+
+
+class DeploymentRolledBack(EventData):
+    TYPE = "io.loopline.deployment.rolledback"
+    version: str                                   # the champion after the rollback
+    from_version: str | None = None
+    alias: str = "champion"
+    reason: str = ""
+
+
+class DeploymentRefused(EventData):
+    TYPE = "io.loopline.deployment.refused"
+    version: str | None = None
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for cls in (
+    DataArrived, DriftDetected, MetricReported, OperatorCommand, ClockTicked,
+    TrainingRequested, TrainingStarted, TrainingSucceeded, TrainingFailed,
+    ModelEvaluated, ModelPromoted, DeploymentDone, DeploymentRolledBack, DeploymentRefused)}
+
+
+class DataError(ValueError):
+    """The event's `data` does not match the schema of its type."""
+
+
+def parse_data(event: CloudEvent) -> EventData:
+    """The typed data of `event`; raises EnvelopeError for an unknown type, DataError for bad data."""
+    cls = EVENT_TYPES.get(event.type)
+    if cls is None:
+        raise EnvelopeError(f"unknown event type {event.type!r}")
+    try:
+        return cls.model_validate(dict(event.data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'data'}: {err['msg']}" for err in exc.errors())
+        raise DataError(f"{event.type} data is invalid: {problems}") from None
+
+
+def to_data(data: EventData) -> dict[str, Any]:
+    return data.model_dump(mode="json")

@@ -1,0 +1,66 @@
+"""The topics of the loop: one frozen spec each, one dotted naming scheme, keyed by model name.
+
+Every topic is created explicitly at start-up with its declared partition count (see
+`streams.admin`): Faust tables fail when a source topic and its changelog disagree, so nothing
+relies on broker auto-create. A `prefix` namespaces a whole deployment (or one test) on a
+shared cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams import events as ev
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    role: str                      # stable role name used in code ("data", "training", ...)
+    suffix: str                    # dotted name after the prefix
+    accepts: tuple[str, ...]       # event types allowed on it; anything else is dead-lettered
+    partitions: int = 4
+    retention_ms: int | None = None
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}.{self.suffix}"
+
+
+SPECS: tuple[TopicSpec, ...] = (
+    TopicSpec("data", "data.arrived", (ev.DataArrived.TYPE,)),
+    TopicSpec("drift", "drift.detected", (ev.DriftDetected.TYPE,)),
+    TopicSpec("metrics", "metric.reported", (ev.MetricReported.TYPE,)),
+    TopicSpec("operator", "operator.command", (ev.OperatorCommand.TYPE,)),
+    TopicSpec("clock", "clock.ticked", (ev.ClockTicked.TYPE,), retention_ms=3_600_000),
+    TopicSpec("training-requests", "training.requested", (ev.TrainingRequested.TYPE,)),
+    TopicSpec("training", "training.status", (
+        ev.TrainingStarted.TYPE, ev.TrainingSucceeded.TYPE, ev.TrainingFailed.TYPE)),
+    TopicSpec("evaluation", "model.evaluated", (ev.ModelEvaluated.TYPE,)),
+    TopicSpec("promotion", "model.promoted", (ev.ModelPromoted.TYPE,)),
+    TopicSpec("deployment", "deployment.status", (
+        ev.DeploymentDone.TYPE, ev.DeploymentRolledBack.TYPE, ev.DeploymentRefused.TYPE)),
+    TopicSpec("deadletter", "deadletter", ()),
+)
+BY_ROLE = {spec.role: spec for spec in SPECS}
+ROLE_OF_TYPE = {t: spec.role for spec in SPECS for t in spec.accepts}
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Concrete topic names for one prefix: `Topics("loopline").data == "loopline.data.arrived"`."""
+    prefix: str = "loopline"
+    partitions: int = 4
+
+    def __getattr__(self, role: str) -> str:
+        spec = BY_ROLE.get(role.replace("_", "-"))
+        if spec is None:
+            raise AttributeError(role)
+        return spec.name(self.prefix)
+
+    def for_type(self, event_type: str) -> str:
+        return BY_ROLE[ROLE_OF_TYPE[event_type]].name(self.prefix)
+
+    def all(self) -> dict[str, TopicSpec]:
+        return {spec.name(self.prefix): spec for spec in SPECS}
+
+    def spec_of(self, topic: str) -> TopicSpec | None:
+        return self.all().get(topic)

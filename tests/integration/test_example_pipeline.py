@@ -1,0 +1,207 @@
+"""The example pipeline (prepare -> train -> evaluate) as real processes on a real MLflow store.
+
+Why: this is the job side of the loop end to end, exactly as the launcher runs it: each
+step a subprocess with the env contract, outputs handed on as LOOPLINE_INPUTS, MLflow on
+SQLite in tmp_path. It checks the claims the rest of loopline relies on: versions carry
+their lineage tags, a retrain after the concept change beats the champion on the same
+holdout, and a relaunch with the same idempotency key registers nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.classifier import data
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "classifier"
+STEPS = ("prepare", "train", "evaluate")
+
+
+@dataclass
+class Pipeline:
+    """Runs the example's steps the way the local launcher does (argv, no shell, cwd = repo)."""
+
+    root: Path
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def write_batches(self, indices: range) -> list[dict[str, Any]]:
+        return [data.write_batch(i, self.root / "data") for i in indices]
+
+    def request(self, key: str, batches: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"model": MODEL, "idempotency_key": key, "reason": "test",
+                "data_uris": [b["uri"] for b in batches], "data_versions": [b["version"] for b in batches],
+                "rows": sum(b["rows"] for b in batches)}
+
+    def env(self, step: str, run_name: str, request: dict[str, Any], inputs: dict[str, Any]) -> dict[str, str]:
+        run_dir = self.root / "runs" / run_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        outputs = run_dir / f"{step}.{uuid.uuid4().hex[:6]}.json"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPLINE_", "MLFLOW_"))}
+        return {**base, "PYTHONPATH": str(REPO), "LOOPLINE_STEP": step, "LOOPLINE_RUN_NAME": run_name,
+                "LOOPLINE_RUN_DIR": str(run_dir), "LOOPLINE_OUTPUTS": str(outputs),
+                "LOOPLINE_INPUTS": json.dumps(inputs), "LOOPLINE_MODEL": MODEL,
+                "LOOPLINE_IDEMPOTENCY_KEY": request["idempotency_key"],
+                "LOOPLINE_CORRELATION_ID": f"corr-{run_name}", "LOOPLINE_CAUSATION_ID": f"cause-{run_name}",
+                "LOOPLINE_REQUEST": json.dumps(request), "MLFLOW_TRACKING_URI": self.tracking_uri,
+                "LOOPLINE_STATE_DIR": str(self.root / "state")}
+
+    def step(self, step: str, run_name: str, request: dict[str, Any],
+             inputs: dict[str, Any] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = self.env(step, run_name, request, inputs or {})
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", f"examples.classifier.{step}"], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=120)
+        self.timings.setdefault(step, []).append(time.perf_counter() - started)
+        if check:
+            assert result.returncode == 0, f"{step} failed:\n{result.stdout}\n{result.stderr}"
+            result.outputs = json.loads(Path(env["LOOPLINE_OUTPUTS"]).read_text())  # type: ignore[attr-defined]
+        return result
+
+    def run(self, run_name: str, request: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        inputs: dict[str, dict[str, Any]] = {}
+        for step in STEPS:
+            inputs[step] = self.step(step, run_name, request, inputs).outputs  # type: ignore[attr-defined]
+        return inputs
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(pipeline: Pipeline):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=pipeline.tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    return Pipeline(tmp_path_factory.mktemp("loopline"))
+
+
+@pytest.fixture(scope="module")
+def first(pipeline: Pipeline) -> dict[str, Any]:
+    """Batches 0-3 (concept A): the first model, no champion yet."""
+    request = pipeline.request("key-first", pipeline.write_batches(range(0, 4)))
+    return {"request": request, "outputs": pipeline.run("classifier-first", request)}
+
+
+@pytest.fixture(scope="module")
+def second(pipeline: Pipeline, first: dict[str, Any], mlflow_client) -> dict[str, Any]:
+    """v1 becomes champion; then batches 4-7 (concept B) train a challenger."""
+    mlflow_client.set_registered_model_alias(MODEL, "champion", first["outputs"]["train"]["model_version"])
+    request = pipeline.request("key-second", pipeline.write_batches(range(4, 8)))
+    return {"request": request, "outputs": pipeline.run("classifier-second", request)}
+
+
+def test_batches_are_deterministic(tmp_path: Path) -> None:
+    a, b = data.write_batch(4, tmp_path / "a"), data.write_batch(4, tmp_path / "b")
+    assert a["digest"] == b["digest"] and a["digest"].startswith("sha256:")
+    assert a["uri"] == (tmp_path / "a" / "batch-00004.parquet").as_uri()
+    assert (a["rows"], a["version"]) == (1000, "batch-00004")
+    assert a["schema"] == {**{f"f{i}": "float64" for i in range(6)}, "label": "int64"}
+    assert data.write_batch(4, tmp_path / "c", seed=8)["digest"] != a["digest"]
+
+
+def test_first_run_registers_version_1_with_lineage(first: dict[str, Any], mlflow_client) -> None:
+    prepare, train, evaluate = (first["outputs"][s] for s in STEPS)
+    assert (prepare["train_rows"], prepare["holdout_rows"]) == (3000, 1000)
+    assert train["model_version"] == "1" and train["reused"] is False
+    version = mlflow_client.get_model_version(MODEL, "1")
+    assert version.run_id == train["run_id"]
+    assert version.tags == {
+        "loopline.idempotency_key": "key-first", "loopline.correlation_id": "corr-classifier-first",
+        "loopline.run_name": "classifier-first",
+        "loopline.data_versions": "batch-00000,batch-00001,batch-00002,batch-00003"}
+    run = mlflow_client.get_run(train["run_id"])
+    assert run.info.run_name == "classifier-first-train" and run.info.status == "FINISHED"
+    assert mlflow_client.get_experiment(run.info.experiment_id).name == MODEL
+    assert {k: v for k, v in run.data.tags.items() if k.startswith("loopline.")} == {
+        "loopline.idempotency_key": "key-first", "loopline.correlation_id": "corr-classifier-first",
+        "loopline.causation_id": "cause-classifier-first", "loopline.run_name": "classifier-first",
+        "loopline.step": "train", "loopline.reason": "test", "loopline.model_version": "1",
+        "loopline.data_versions": "batch-00000,batch-00001,batch-00002,batch-00003",
+        "loopline.eval.champion_version": "", "loopline.eval.holdout_rows": "1000"}
+    assert run.data.params["epochs"] == "15" and run.data.params["train_rows"] == "3000"
+    assert len(mlflow_client.get_metric_history(train["run_id"], "train_log_loss")) == 15
+    assert evaluate["champion_version"] is None and evaluate["champion_metrics"] is None
+    assert "champion_error" not in evaluate
+    assert evaluate["candidate_metrics"]["accuracy"] > 0.85
+
+
+def test_artifacts_stay_under_the_state_dir(first: dict[str, Any], pipeline: Pipeline, mlflow_client) -> None:
+    run = mlflow_client.get_run(first["outputs"]["train"]["run_id"])
+    root = (pipeline.root / "state" / "mlartifacts").as_uri()
+    assert mlflow_client.get_experiment(run.info.experiment_id).artifact_location.startswith(root)
+    assert not (REPO / "mlruns").exists()
+
+
+def test_retrain_after_the_concept_change_beats_the_champion(second: dict[str, Any], mlflow_client) -> None:
+    prepare, train, evaluate = (second["outputs"][s] for s in STEPS)
+    assert train["model_version"] == "2"
+    assert (evaluate["candidate_version"], evaluate["champion_version"]) == ("2", "1")
+    assert evaluate["holdout_rows"] == prepare["holdout_rows"] == 1000
+    candidate, champion = evaluate["candidate_metrics"], evaluate["champion_metrics"]
+    assert set(candidate) == set(champion) == {"accuracy", "f1", "roc_auc"}
+    assert candidate["accuracy"] > 0.85
+    assert champion["accuracy"] < 0.7
+    assert candidate["accuracy"] > champion["accuracy"] + 0.1
+    metrics = mlflow_client.get_run(train["run_id"]).data.metrics
+    assert metrics["eval_candidate_accuracy"] == pytest.approx(candidate["accuracy"])
+    assert metrics["eval_champion_accuracy"] == pytest.approx(champion["accuracy"])
+    assert mlflow_client.get_model_version(MODEL, "2").tags["loopline.idempotency_key"] == "key-second"
+
+
+def test_relaunch_with_the_same_key_registers_nothing_new(
+    pipeline: Pipeline, second: dict[str, Any], mlflow_client
+) -> None:
+    before = {v.version for v in mlflow_client.search_model_versions(f"name = '{MODEL}'")}
+    rerun = pipeline.step("train", "classifier-second", second["request"],
+                          {"prepare": second["outputs"]["prepare"]})
+    assert rerun.outputs == {"run_id": second["outputs"]["train"]["run_id"],  # type: ignore[attr-defined]
+                             "model_version": "2", "reused": True}
+    assert "reused model version 2" in rerun.stdout
+    assert {v.version for v in mlflow_client.search_model_versions(f"name = '{MODEL}'")} == before
+
+
+def test_an_unloadable_champion_is_reported_not_raised(
+    pipeline: Pipeline, second: dict[str, Any], mlflow_client, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    version = mlflow_client.create_model_version(MODEL, broken.as_uri(), tags={"test": "broken"}).version
+    mlflow_client.set_registered_model_alias(MODEL, "champion", version)
+    try:
+        inputs = {s: second["outputs"][s] for s in ("prepare", "train")}
+        outputs = pipeline.step("evaluate", "classifier-second", second["request"], inputs).outputs  # type: ignore[attr-defined]
+    finally:
+        mlflow_client.set_registered_model_alias(MODEL, "champion", "1")
+    assert outputs["champion_version"] == str(version) and outputs["champion_metrics"] is None
+    assert outputs["champion_error"]
+    assert outputs["candidate_metrics"]["accuracy"] > 0.85
+
+
+def test_prepare_without_data_fails_clearly(pipeline: Pipeline) -> None:
+    result = pipeline.step("prepare", "classifier-empty", pipeline.request("key-empty", []), check=False)
+    assert result.returncode != 0
+    assert "no data" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_steps_are_fast(pipeline: Pipeline, second: dict[str, Any]) -> None:
+    """Budget per step on a 2-core machine; the first (store-creating) run is included."""
+    budgets = {"prepare": 3.0, "train": 12.0, "evaluate": 12.0}
+    slow = {s: max(t) for s, t in pipeline.timings.items() if max(t) > budgets[s]}
+    print(f"step timings (s): {pipeline.timings}")
+    assert not slow, f"steps over budget: {slow} (all: {pipeline.timings})"

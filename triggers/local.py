@@ -1,0 +1,320 @@
+"""LocalLauncher: run pipelines as detached local processes and watch them through files.
+
+This is the embedded runtime (demo, tests, a single box). It honours the same
+delivery contract as the Kubernetes and Argo launchers:
+
+- submit() is idempotent on the run name: the run directory is claimed with an
+  atomic os.mkdir, and "already exists" means "already launched" (the 409 path),
+  so a redelivered request never starts a second run;
+- submit() returns as soon as the supervisor process is spawned; the worker never
+  waits for training;
+- runs survive worker restarts (own session), and poll() in a fresh launcher
+  picks them up from disk; a terminal status is reported until mark_reported()
+  acknowledges it, which gives at-least-once completion events;
+- a supervisor that died without a word (SIGKILL, OOM killer) is detected by pid
+  liveness and reported as Failed, so no run hangs in Running forever.
+
+The on-disk layout is documented in triggers.local_runner, which writes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from triggers.local_runner import (
+    PID_FILE,
+    REPORTED_FILE,
+    RUNNER_LOG,
+    SPEC_FILE,
+    STATUS_FILE,
+    STEP_PID_FILE,
+    STEPS_DIR,
+    atomic_write_json,
+    kill_group,
+    pid_alive,
+    read_json,
+    read_pid_file,
+    tail_lines,
+    write_pid_file,
+)
+from triggers.pipeline import FAILED, PENDING, TERMINAL_PHASES, LaunchSpec, RunStatus
+
+__all__ = ["LocalLauncher"]
+
+# The directory that contains the `triggers` package: the runner must import it from there.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# A run dir without a runner pid this old was claimed by a launcher that crashed mid-submit.
+NEVER_STARTED_AFTER = 60.0
+CANCEL_GRACE = 5.0
+
+_StatKey = tuple[int, int, int]
+
+
+class LocalLauncher:
+    kind = "local"
+
+    def __init__(self, state_dir: str | Path, python: str = sys.executable) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.runs_dir = self.state_dir / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.python = python
+        self._lock = threading.RLock()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # ours: poll() reaps them (no zombies)
+        self._done: set[str] = set()  # terminal and acknowledged: never read again
+        self._terminal: dict[str, RunStatus] = {}  # terminal, unacknowledged: final, so cached
+        self._last_phase: dict[str, str] = {}  # what poll() last returned per run
+        self._cache: dict[str, tuple[_StatKey | None, RunStatus]] = {}  # status.json by stat key
+        self._pids: dict[str, tuple[int, int | None]] = {}
+
+    # --- submit / cancel ------------------------------------------------------------
+
+    def submit(self, spec: LaunchSpec) -> bool:
+        """Start the run unless its name is taken; False means "already launched" (not an error)."""
+        run_dir = self.runs_dir / spec.run_name
+        try:
+            os.mkdir(run_dir)
+        except FileExistsError:
+            return False
+        try:
+            proc = self._spawn(run_dir, spec)
+        except BaseException:
+            # Nothing started: release the claim so a redelivery can try again.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        write_pid_file(run_dir / PID_FILE, proc.pid)
+        with self._lock:
+            self._children[spec.run_name] = proc
+        return True
+
+    def spec(self, run_name: str) -> LaunchSpec | None:
+        """The spec a run was launched with (the watcher needs its request to report on it)."""
+        data = read_json(self.runs_dir / run_name / SPEC_FILE)
+        return LaunchSpec.from_dict(data) if isinstance(data, dict) else None
+
+    def _spawn(self, run_dir: Path, spec: LaunchSpec) -> subprocess.Popen[bytes]:
+        data = spec.to_dict()
+        data["workdir"] = os.path.abspath(spec.workdir)  # the runner's cwd is the run dir
+        atomic_write_json(run_dir / SPEC_FILE, data)
+        (run_dir / STEPS_DIR).mkdir()
+        with (run_dir / RUNNER_LOG).open("ab") as log:
+            return subprocess.Popen(
+                [self.python, "-m", "triggers.local_runner", str(run_dir)],
+                cwd=run_dir,
+                env=_runner_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # survives the worker; its own group for cancel()
+                close_fds=True,
+            )
+
+    def cancel(self, run_name: str, grace: float = CANCEL_GRACE) -> None:
+        """SIGTERM the runner (it kills its step and writes Failed "cancelled"); SIGKILL after `grace`.
+
+        Blocks until the runner is gone (normally well under a second; at most `grace`
+        plus a moment): call it off the event loop. A finished run is left alone.
+        """
+        with self._lock:
+            current = self._load(run_name)
+            pid = self._runner_pid(run_name)
+        if current is None or current.terminal or pid is None or not self._runner_alive(run_name, pid):
+            return  # nothing to stop; a dead runner is reported by poll()
+        kill_group(pid[0], signal.SIGTERM)
+        reason = "cancelled"
+        if not self._wait_runner_exit(run_name, pid, grace):
+            kill_group(pid[0], signal.SIGKILL)
+            _kill_orphan_step(self.runs_dir / run_name)
+            self._wait_runner_exit(run_name, pid, 1.0)
+            reason = f"cancelled (runner did not exit within {grace:g}s, killed)"
+        with self._lock:
+            # A runner TERMed before it installed its handler exits without a word: say why.
+            status = self._read_status(run_name)
+            if status is None or not status.terminal:
+                self._write_failed(run_name, reason, ())
+
+    def _wait_runner_exit(self, run_name: str, pid: tuple[int, int | None], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._runner_alive(run_name, pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    # --- watching -------------------------------------------------------------------
+
+    def poll(self) -> list[RunStatus]:
+        """Runs whose phase changed since this object's last poll(); first call: all unacknowledged."""
+        with self._lock:
+            self._reap_children()
+            changed: list[RunStatus] = []
+            for name in self._run_names():
+                if name in self._done:
+                    continue
+                if name not in self._last_phase and (self.runs_dir / name / REPORTED_FILE).exists():
+                    self._done.add(name)  # acknowledged by an earlier launcher (before a restart)
+                    continue
+                status = self._load(name)
+                if status is not None and status.phase != self._last_phase.get(name):
+                    self._last_phase[name] = status.phase
+                    changed.append(status)
+            return changed
+
+    def mark_reported(self, run_name: str) -> None:
+        """Acknowledge the terminal status poll() returned: it is never returned again.
+
+        Acknowledging a non-terminal status (Pending/Running) is a no-op, so the
+        terminal one that may have landed meanwhile is still reported.
+        """
+        with self._lock:
+            last = self._last_phase.get(run_name)
+            if last is not None and last not in TERMINAL_PHASES:
+                return
+            status = self._load(run_name)
+            if status is None or not status.terminal:
+                return
+            (self.runs_dir / run_name / REPORTED_FILE).touch()
+            self._done.add(run_name)
+            self._terminal.pop(run_name, None)
+            self._cache.pop(run_name, None)
+            self._pids.pop(run_name, None)
+
+    def status(self, run_name: str) -> RunStatus | None:
+        """Current status of one run (None if unknown); does not affect poll()'s bookkeeping."""
+        with self._lock:
+            return self._load(run_name)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _run_names(self) -> list[str]:
+        with os.scandir(self.runs_dir) as entries:
+            return [e.name for e in entries if not e.name.startswith(".") and e.is_dir()]
+
+    def _reap_children(self) -> None:
+        for name, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[name]
+
+    def _load(self, name: str) -> RunStatus | None:
+        """Status from disk, with the dead-runner check for runs that claim to be active."""
+        if name in self._terminal:
+            return self._terminal[name]
+        run_dir = self.runs_dir / name
+        status = self._read_status(name)
+        if status is None:
+            return None
+        if not status.terminal and self._runner_dead(name, run_dir):
+            # The runner writes its final status before exiting: re-read before declaring death.
+            status = self._read_status(name)
+            if status is not None and not status.terminal:
+                _kill_orphan_step(run_dir)
+                reason = "runner process died" if self._runner_pid(name) else "runner never started"
+                status = self._write_failed(name, reason, tail_lines(run_dir / RUNNER_LOG))
+        if status is not None and status.terminal:
+            self._terminal[name] = status
+            self._cache.pop(name, None)
+        return status
+
+    def _read_status(self, name: str) -> RunStatus | None:
+        """status.json, parsed only when its inode/mtime/size changed; Pending from spec.json before."""
+        run_dir = self.runs_dir / name
+        try:
+            st = os.stat(run_dir / STATUS_FILE)
+            key: _StatKey | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            key = None
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        status = _parse_status(run_dir) if key is not None else _pending_status(run_dir)
+        if status is not None:
+            self._cache[name] = (key, status)
+        return status
+
+    def _runner_pid(self, name: str) -> tuple[int, int | None] | None:
+        if name not in self._pids:
+            pid = read_pid_file(self.runs_dir / name / PID_FILE)
+            if pid is None:
+                return None
+            self._pids[name] = pid
+        return self._pids[name]
+
+    def _runner_alive(self, name: str, pid: tuple[int, int | None]) -> bool:
+        child = self._children.get(name)
+        if child is not None:
+            return child.poll() is None  # our child: poll() also reaps it
+        return pid_alive(*pid)
+
+    def _runner_dead(self, name: str, run_dir: Path) -> bool:
+        pid = self._runner_pid(name)
+        if pid is None:
+            try:
+                age = time.time() - run_dir.stat().st_mtime
+            except FileNotFoundError:
+                return False
+            return age > NEVER_STARTED_AFTER
+        return not self._runner_alive(name, pid)
+
+    def _write_failed(self, name: str, reason: str, log_tail: tuple[str, ...]) -> RunStatus:
+        """Persist a terminal Failed on the runner's behalf, so every reader agrees afterwards."""
+        run_dir = self.runs_dir / name
+        current = self._read_status(name) or _pending_status(run_dir)
+        status = RunStatus(
+            run_name=name,
+            model=current.model if current else "",
+            phase=FAILED,
+            outputs=current.outputs if current else {},
+            steps=current.steps if current else {},
+            reason=reason,
+            log_tail=log_tail,
+            started_at=current.started_at if current else None,
+            finished_at=time.time(),
+        )
+        atomic_write_json(run_dir / STATUS_FILE, status.to_dict())
+        self._cache.pop(name, None)
+        self._terminal[name] = status
+        return status
+
+
+def _runner_env() -> dict[str, str]:
+    env = dict(os.environ)
+    existing = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT, existing]) if existing else _PACKAGE_ROOT
+    return env
+
+
+def _parse_status(run_dir: Path) -> RunStatus | None:
+    data = read_json(run_dir / STATUS_FILE)
+    try:
+        return RunStatus.from_dict(data) if isinstance(data, dict) else None
+    except (KeyError, TypeError):
+        return None
+
+
+def _pending_status(run_dir: Path) -> RunStatus | None:
+    """Before the runner's first write: Pending, with the step list from spec.json if present."""
+    if not run_dir.is_dir():
+        return None
+    spec = read_json(run_dir / SPEC_FILE)
+    spec = spec if isinstance(spec, dict) else {}
+    steps = (spec.get("pipeline") or {}).get("steps") or []
+    return RunStatus(
+        run_name=run_dir.name,
+        model=str(spec.get("model", "")),
+        phase=PENDING,
+        outputs={},
+        steps={step.get("name", "?"): PENDING for step in steps if isinstance(step, dict)},
+    )
+
+
+def _kill_orphan_step(run_dir: Path) -> None:
+    """A step keeps running when its runner is SIGKILLed (own session): stop its group."""
+    pid = read_pid_file(run_dir / STEP_PID_FILE)
+    if pid is not None and pid_alive(*pid):
+        kill_group(pid[0], signal.SIGKILL)
