@@ -65,15 +65,18 @@ class Edge:
                 if message.topic in owns:
                     await self.dead_letter(message, str(exc), "DecodeError")
                 continue
-            await self._handle(handle, decoded, message)
+            await self._handle(handle, decoded, message, owner=message.topic in owns)
 
-    async def _handle(self, handle, decoded: Decoded, message) -> None:
+    async def _handle(self, handle, decoded: Decoded, message, owner: bool) -> None:
         for attempt in range(1, self.retries + 1):
             try:
                 await handle(decoded)
                 return
             except PermanentError as exc:
-                await self.dead_letter(message, str(exc), "PermanentError")
+                if owner:
+                    await self.dead_letter(message, str(exc), "PermanentError")
+                else:
+                    log.info("skipping %s: %s", decoded.event.key, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - the agent edge: nothing may escape
                 log.exception("handling %s failed (attempt %d/%d)", decoded.event.key, attempt,

@@ -21,14 +21,15 @@ Environment (set by the launcher):
               whole CloudEvent that carried it, whose ``data`` is then the request),
               LOOPLINE_PARAM_<NAME> (per-model step parameters -> ``ctx.params["name"]``),
               LOOPLINE_CORRELATION_ID, LOOPLINE_CAUSATION_ID, LOOPLINE_RUN_DIR,
-              LOOPLINE_ARTIFACT_ROOT (artifact location of experiments this module
-              creates; defaults to STATE_DIR/mlartifacts for non-HTTP tracking stores),
+              LOOPLINE_ARTIFACT_ROOT (artifact root of experiments this module creates
+              on a database tracking store; default STATE_DIR/mlartifacts),
               MLFLOW_TRACKING_URI (read by MLflow itself)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -68,8 +69,11 @@ class MissingInputError(KeyError):
 
 
 def _quiet_mlflow_defaults() -> None:
+    """No telemetry and WARNING-level MLflow logs, unless the environment says otherwise."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"  # read when mlflow is first imported
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case it already was
 
 
 _quiet_mlflow_defaults()
@@ -269,13 +273,16 @@ class JobContext:
         return experiment.experiment_id
 
     def _artifact_location(self) -> str | None:
-        """Where a new experiment keeps artifacts; None lets a tracking server decide."""
-        if self.artifact_root:
-            root = self.artifact_root
-        elif _mlflow().get_tracking_uri().startswith(("http:", "https:", "databricks")):
+        """Where a new experiment keeps artifacts.
+
+        A tracking server (http, https, databricks) decides itself: its artifact root is
+        the one every client can reach. A direct database store (sqlite, postgresql) has
+        no server, so LOOPLINE_ARTIFACT_ROOT, else STATE_DIR/mlartifacts, is used rather
+        than MLflow's default ./mlruns under whatever directory the step runs in.
+        """
+        if _mlflow().get_tracking_uri().startswith(("http:", "https:", "databricks")):
             return None
-        else:
-            root = (self.state_dir.resolve() / "mlartifacts").as_uri()
+        root = self.artifact_root or (self.state_dir.resolve() / "mlartifacts").as_uri()
         return f"{root.rstrip('/')}/{_safe_name(self.model)}"
 
     def find_finished_run(self, step: str | None = None) -> Run | None:
@@ -337,12 +344,17 @@ class JobContext:
         _active_run()
         _mlflow().log_metrics({name: float(value) for name, value in metrics.items()}, step=step)
 
-    def log_model(self, model: Any, input_example: pd.DataFrame) -> str:
+    def log_model(self, model: Any, input_example: pd.DataFrame, serialization_format: str = "skops") -> str:
         """Log a scikit-learn model to the active run, register it as ``self.model``.
 
         The signature is inferred from ``input_example`` and ``model.predict``; the new
         version is tagged with this step's lineage. Returns the version and writes
         run_id and model_version to the outputs.
+
+        ``skops`` (MLflow's default) cannot run code when a model is loaded, so an
+        evaluator or server loading a registered version is safe; its import costs
+        ~1.5 s per process. ``cloudpickle`` is faster and handles any estimator, but
+        loading it trusts whoever could write to the registry.
         """
         run = _active_run()
         import mlflow
@@ -355,9 +367,12 @@ class JobContext:
             name=MODEL_ARTIFACT,
             signature=infer_signature(example, model.predict(example)),
             input_example=example,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+            serialization_format=serialization_format,
             # explicit requirements skip MLflow's slow import-tracing subprocess
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
+            pip_requirements=mlflow.sklearn.get_default_pip_requirements(
+                include_cloudpickle=serialization_format == "cloudpickle",
+                include_skops=serialization_format == "skops",
+            ),
         )
         version = self._register(info.model_uri, info.model_id, run.info.run_id)
         mlflow.set_tag(TAG_PREFIX + "model_version", version)

@@ -22,10 +22,12 @@ log = logging.getLogger("loopline.worker")
 
 def job_env(settings: Settings) -> dict[str, str]:
     """What every launched run needs to find the tracking store and the state dir."""
-    state = settings.state_dir.resolve()
-    return {"MLFLOW_TRACKING_URI": settings.tracking_uri, "LOOPLINE_STATE_DIR": str(state),
-            "LOOPLINE_ARTIFACT_ROOT": settings.artifact_root,
-            "LOOPLINE_BROKER": settings.broker, "LOOPLINE_TOPIC_PREFIX": settings.topic_prefix}
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri,
+           "LOOPLINE_STATE_DIR": str(settings.state_dir.resolve()),
+           "LOOPLINE_BROKER": settings.broker, "LOOPLINE_TOPIC_PREFIX": settings.topic_prefix}
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        env["LOOPLINE_ARTIFACT_ROOT"] = settings.artifact_root   # a server picks its own store
+    return env
 
 
 def init_tracking_store(settings: Settings) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from streams.envelope import STRUCTURED_CONTENT_TYPE, CloudEvent, EnvelopeError, new_event
-from streams.events import DataError, EventData, parse_data, to_data
+from streams.events import EVENT_TYPES, DataError, EventData, parse_data, to_data
 
 DEFAULT_MAX_BYTES = 1_000_000
 
@@ -47,6 +47,8 @@ def decode(value: bytes | None, headers=None, *, accepts: Iterable[str] | None =
             event = CloudEvent.from_binary(hdrs, value)
         else:
             event = CloudEvent.from_dict(_json(value))
+        if event.type not in EVENT_TYPES:
+            raise DecodeError(f"unknown event type {event.type!r}")
         if accepts is not None and event.type not in accepts:
             raise DecodeError(f"event type {event.type!r} does not belong on this topic")
         return Decoded(event, parse_data(event))
@@ -56,7 +58,7 @@ def decode(value: bytes | None, headers=None, *, accepts: Iterable[str] | None =
 
 def _json(value: bytes):
     try:
-        return json.loads(value)
+        return json.loads(value.decode("utf-8"))    # explicit: json would guess UTF-16 from a BOM
     except UnicodeDecodeError:
         raise DecodeError("value is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

@@ -16,18 +16,25 @@ import argparse
 import time
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 
 from loopline.job import JobContext, context
 
-import mlflow  # noqa: E402  (after loopline.job, which sets quiet MLflow defaults)
-import mlflow.pyfunc  # noqa: E402
-from mlflow.entities import Metric, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-
 LABEL = "label"
 CHAMPION = "champion"
+
+
+def load(ctx: JobContext, version: str) -> Any:
+    """Load one registered version as a pyfunc model.
+
+    suppress_warnings skips MLflow's requirement-mismatch check, which scans every
+    installed distribution (~0.5 s); a model that cannot run here fails when scored.
+    """
+    return mlflow.pyfunc.load_model(f"models:/{ctx.model}/{version}", suppress_warnings=True)
 
 
 def score(model: Any, holdout: pd.DataFrame) -> dict[str, float]:
@@ -68,11 +75,12 @@ def evaluate_champion(ctx: JobContext, holdout: pd.DataFrame) -> dict[str, Any]:
         version = champion_version(ctx)
         if version is None:
             return {"champion_version": None, "champion_metrics": None}
-        model = mlflow.pyfunc.load_model(f"models:/{ctx.model}/{version}")  # pinned, not the moving alias
+        model = load(ctx, version)  # the pinned version, not the alias that may move meanwhile
         return {"champion_version": version, "champion_metrics": score(model, holdout)}
     except Exception as exc:  # noqa: BLE001 - reported, not raised
+        first_line = (str(exc).strip().splitlines() or [""])[0]
         return {"champion_version": version, "champion_metrics": None,
-                "champion_error": f"{type(exc).__name__}: {exc}"}
+                "champion_error": f"{type(exc).__name__}: {first_line}"[:500]}
 
 
 def log_to_candidate_run(ctx: JobContext, run_id: str, result: dict[str, Any]) -> None:
@@ -88,7 +96,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     train, prepare = ctx.inputs("train"), ctx.inputs("prepare")
     holdout = pd.read_parquet(prepare["holdout_uri"])
     version = str(train["model_version"])
-    candidate = mlflow.pyfunc.load_model(f"models:/{ctx.model}/{version}")
+    candidate = load(ctx, version)
     result = {"candidate_version": version, "candidate_metrics": score(candidate, holdout),
               "holdout_rows": len(holdout), **evaluate_champion(ctx, holdout)}
     run_id = train.get("run_id") or ctx.client.get_model_version(ctx.model, version).run_id

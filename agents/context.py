@@ -1,0 +1,55 @@
+"""What every agent shares: options, the configured models, the ports and the edge.
+
+Handlers take a `Context` instead of Faust globals, so each agent module is a plain class that
+a test could drive with decoded events, and `agents.app` is only wiring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from agents import transport
+from agents.edge import Edge, PermanentError
+from agents.ports import Launcher, Registry
+from streams import events as ev
+from streams.codec import build
+from streams.envelope import CloudEvent
+from streams.topics import Topics
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    broker: str
+    group: str
+    topics: Topics
+    source: str = "loopline/worker"
+    web_port: int = 6066
+    rebalance_timeout: float = 4.0
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+    fetch_max_wait_ms: int = transport.DEFAULT_FETCH_MAX_WAIT_MS
+    tick_interval: float = 1.0
+    poll_interval: float = 0.1
+    max_event_bytes: int = 1_000_000
+    job_env: Mapping[str, str] = field(default_factory=dict)   # every launched run gets it
+
+
+class Context:
+    def __init__(self, app, opts: AppOptions, models: Mapping, launchers: Mapping[str, Launcher],
+                 registry: Registry):
+        self.app, self.opts, self.models = app, opts, models
+        self.launchers, self.registry = launchers, registry
+        self.edge = Edge(app, opts.topics, opts.max_event_bytes)
+
+    def model(self, event: CloudEvent):
+        """The configured model an event is about; unknown models are a permanent error."""
+        model = self.models.get(event.subject)
+        if model is None:
+            raise PermanentError(f"unknown model {event.subject!r} (not in loopline.yaml)")
+        return model
+
+    async def publish(self, data: ev.EventData, model: str, cause: CloudEvent | None) -> CloudEvent:
+        event = build(data, model, source=self.opts.source, cause=cause)
+        await self.edge.publish(event)
+        return event

@@ -1,0 +1,77 @@
+"""The trigger agent: data, drift, operator, clock and training outcomes → training requests.
+
+It keeps one `ModelState` per model in a Faust table (changelogged, so it survives restarts)
+and hands every event to the pure `decide_retrain` reducer. The request is published before
+the new state is stored: a crash in between redelivers the event, the reducer decides the same
+request with the same idempotency key, and the trainer's run name makes the second launch a
+no-op. The reverse order could remember an event whose request was never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+from agents import policies as p
+from agents.context import Context
+from streams import events as ev
+from streams.codec import Decoded
+from streams.envelope import CloudEvent
+
+log = logging.getLogger("loopline.trigger")
+
+
+class Trigger:
+    def __init__(self, ctx: Context, table):
+        self.ctx, self.table = ctx, table
+
+    def state(self, model: str) -> p.ModelState:
+        raw = self.table.get(model)
+        return p.ModelState.from_dict(raw) if raw else p.ModelState()
+
+    async def handle(self, d: Decoded) -> None:
+        event, model = d.event, self.ctx.model(d.event)
+        state = self.state(model.name)
+        signal = self.signal(event, d.data, state)
+        if signal is None:
+            return
+        if isinstance(signal, p.ModelState):          # pause / resume: new state, then re-check
+            state, signal = signal, p.Tick(event.key)
+        new_state, decision = p.decide_retrain(state, signal, model.retrain, time.time())
+        if isinstance(decision, p.TrainRequest):
+            await self.ctx.publish(ev.TrainingRequested(
+                idempotency_key=decision.idempotency_key, reason=decision.reason,
+                causes=list(decision.causes), data_uris=[b.uri for b in decision.batches],
+                data_versions=[b.version for b in decision.batches], rows=decision.rows),
+                model.name, event)
+            log.info("%s: training requested (%s)", model.name, decision.reason)
+        elif not isinstance(signal, p.Tick):
+            log.info("%s: %s", model.name, decision.reason)
+        if new_state != state:                         # most ticks change nothing: no write
+            self.table[model.name] = new_state.to_dict()
+
+    @staticmethod
+    def signal(event: CloudEvent, data: ev.EventData, state: p.ModelState):
+        """The policy's view of an event (None: not the trigger's business)."""
+        if isinstance(data, ev.DataArrived):
+            return p.DataArrived(event.key, p.Batch(data.uri, data.version, data.rows, event.key))
+        if isinstance(data, ev.DriftDetected):
+            return p.DriftDetected(event.key, data.drift_share)
+        if isinstance(data, ev.ClockTicked):
+            return p.Tick(event.key)
+        if isinstance(data, (ev.TrainingSucceeded, ev.TrainingFailed)):
+            return p.TrainingFinished(event.key, data.idempotency_key,
+                                      isinstance(data, ev.TrainingSucceeded))
+        if isinstance(data, ev.OperatorCommand):
+            if data.command == "retrain":
+                return p.ManualRetrain(event.key, data.reason)
+            if data.command in ("pause", "resume"):
+                return replace(state, paused=data.command == "pause")
+        return None                                    # promote / rollback: the deployer's
+
+    async def tick(self) -> None:
+        """Clock ticks go through the topic, not straight to the table, so that the state is
+        only ever written inside the agent that owns its partition."""
+        for name in self.ctx.models:
+            await self.ctx.publish(ev.ClockTicked(), name, None)
