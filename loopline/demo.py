@@ -68,7 +68,7 @@ class Printer:
         with self.observer.cond:
             new = self.observer.events[self.shown:]
             self.shown = len(self.observer.events)
-        for d in new:
+        for d in sorted(new, key=lambda d: d.event.time):   # topics interleave; time orders them
             if d.event.type == ev.ClockTicked.TYPE:
                 continue
             console.print(f"[dim]{time.time() - self.started:6.1f}s[/] "

@@ -5,9 +5,9 @@ whole contract through environment variables: where to write outputs, what earli
 produced, which training request it serves. This module turns that contract into one
 small object so training code stays plain Python, and it puts the lineage loopline needs
 (idempotency key, correlation and causation ids, data versions) on every MLflow run and
-model version. ``reuse_model()`` lets a relaunched step find the run a previous launch of
-the same request already finished, so a redelivered event never registers a second model
-version.
+model version. ``reuse_model()`` lets a relaunched step find the version a previous launch
+of the same request already registered, so a redelivered event never registers a second
+one; ``find_finished_run()`` does the same for any step's finished run.
 
 mlflow is imported lazily: a step that never logs (e.g. prepare) does not pay its ~2 s
 import. Importing this module sets quiet MLflow defaults (no telemetry, WARNING logs)
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     import mlflow
     import pandas as pd
     from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
 
 REQUIRED_ENV = (
     "LOOPLINE_STEP",
@@ -302,28 +303,31 @@ class JobContext:
         )
         return runs[0] if runs else None
 
-    def model_version_for_run(self, run_id: str) -> str | None:
-        """The newest version of this model registered from run ``run_id``, if any."""
+    def find_registered_version(self) -> ModelVersion | None:
+        """The newest version of this model registered for this idempotency key, if any.
+
+        The key is set as a tag in the same call that creates a version, so this finds it
+        even when the registering run crashed before it could finish.
+        """
         versions = self.client.search_model_versions(
-            f"name = {_quote(self.model)} and run_id = {_quote(run_id)}"
+            f"name = {_quote(self.model)} and tags.`{TAG_PREFIX}idempotency_key` = "
+            f"{_quote(self.idempotency_key)}",
+            order_by=["version_number DESC"],
+            max_results=1,
         )
-        numbers = [int(v.version) for v in versions]
-        return str(max(numbers)) if numbers else None
+        return versions[0] if versions else None
 
     def reuse_model(self) -> str | None:
-        """Reuse the version a finished run of this step and key registered, if one did.
+        """Reuse the version an earlier launch of this request registered, if one did.
 
-        Returns the version (and writes run_id, model_version, reused=True to the
+        Returns that version (and writes run_id, model_version, reused=True to the
         outputs), or None when the step has to train.
         """
-        run = self.find_finished_run()
-        if run is None:
-            return None
-        version = self.model_version_for_run(run.info.run_id)
+        version = self.find_registered_version()
         if version is None:
             return None
-        self.output(run_id=run.info.run_id, model_version=version, reused=True)
-        return version
+        self.output(run_id=version.run_id, model_version=str(version.version), reused=True)
+        return str(version.version)
 
     def _register(self, source: str, model_id: str | None, run_id: str) -> str:
         """Create a version of ``self.model`` with its lineage tags set in the same call."""

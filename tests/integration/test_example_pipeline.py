@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,19 @@ from typing import Any
 import pytest
 
 from examples.classifier import data
+from loopline.job import context
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "classifier"
 STEPS = ("prepare", "train", "evaluate")
+
+
+@dataclass
+class StepResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    outputs: dict[str, Any]
 
 
 @dataclass
@@ -61,22 +71,33 @@ class Pipeline:
                 "LOOPLINE_STATE_DIR": str(self.root / "state")}
 
     def step(self, step: str, run_name: str, request: dict[str, Any],
-             inputs: dict[str, Any] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+             inputs: dict[str, Any] | None = None, check: bool = True) -> StepResult:
         env = self.env(step, run_name, request, inputs or {})
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", f"examples.classifier.{step}"], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-m", f"examples.classifier.{step}"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
         self.timings.setdefault(step, []).append(time.perf_counter() - started)
         if check:
-            assert result.returncode == 0, f"{step} failed:\n{result.stdout}\n{result.stderr}"
-            result.outputs = json.loads(Path(env["LOOPLINE_OUTPUTS"]).read_text())  # type: ignore[attr-defined]
-        return result
+            assert done.returncode == 0, f"{step} failed:\n{done.stdout}\n{done.stderr}"
+        outputs_file = Path(env["LOOPLINE_OUTPUTS"])
+        outputs = json.loads(outputs_file.read_text()) if outputs_file.exists() else {}
+        return StepResult(done.returncode, done.stdout, done.stderr, outputs)
 
     def run(self, run_name: str, request: dict[str, Any]) -> dict[str, dict[str, Any]]:
         inputs: dict[str, dict[str, Any]] = {}
         for step in STEPS:
-            inputs[step] = self.step(step, run_name, request, inputs).outputs  # type: ignore[attr-defined]
+            inputs[step] = self.step(step, run_name, request, inputs).outputs
         return inputs
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    pipeline = Pipeline(tmp_path_factory.mktemp("loopline"))
+    with pytest.MonkeyPatch.context() as patch:
+        # this process's MLflow calls too: the registry resolves models:/ sources through
+        # the global tracking store, which would otherwise be ./mlflow.db in the repo
+        patch.setenv("MLFLOW_TRACKING_URI", pipeline.tracking_uri)
+        yield pipeline
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +105,6 @@ def mlflow_client(pipeline: Pipeline):
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=pipeline.tracking_uri)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    return Pipeline(tmp_path_factory.mktemp("loopline"))
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +161,6 @@ def test_artifacts_stay_under_the_state_dir(first: dict[str, Any], pipeline: Pip
     run = mlflow_client.get_run(first["outputs"]["train"]["run_id"])
     root = (pipeline.root / "state" / "mlartifacts").as_uri()
     assert mlflow_client.get_experiment(run.info.experiment_id).artifact_location.startswith(root)
-    assert not (REPO / "mlruns").exists()
 
 
 def test_retrain_after_the_concept_change_beats_the_champion(second: dict[str, Any], mlflow_client) -> None:
@@ -170,10 +185,33 @@ def test_relaunch_with_the_same_key_registers_nothing_new(
     before = {v.version for v in mlflow_client.search_model_versions(f"name = '{MODEL}'")}
     rerun = pipeline.step("train", "classifier-second", second["request"],
                           {"prepare": second["outputs"]["prepare"]})
-    assert rerun.outputs == {"run_id": second["outputs"]["train"]["run_id"],  # type: ignore[attr-defined]
-                             "model_version": "2", "reused": True}
+    assert rerun.outputs == {"run_id": second["outputs"]["train"]["run_id"], "model_version": "2", "reused": True}
     assert "reused model version 2" in rerun.stdout
     assert {v.version for v in mlflow_client.search_model_versions(f"name = '{MODEL}'")} == before
+
+
+def test_a_version_whose_run_crashed_after_registering_is_reused(
+    pipeline: Pipeline, first: dict[str, Any], mlflow_client
+) -> None:
+    """The key is tagged on the version at creation: a relaunch finds it even without a FINISHED run."""
+    v1 = mlflow_client.get_model_version(MODEL, "1")
+    orphan = mlflow_client.create_model_version(
+        MODEL, v1.source, run_id=v1.run_id, tags={"loopline.idempotency_key": "key-crashed"}).version
+    before = len(mlflow_client.search_model_versions(f"name = '{MODEL}'"))
+    request = {**first["request"], "idempotency_key": "key-crashed"}
+    rerun = pipeline.step("train", "classifier-crashed", request, {"prepare": first["outputs"]["prepare"]})
+    assert rerun.outputs["model_version"] == str(orphan) and rerun.outputs["reused"] is True
+    assert len(mlflow_client.search_model_versions(f"name = '{MODEL}'")) == before
+
+
+def test_find_finished_run_finds_a_steps_run_by_key(
+    pipeline: Pipeline, second: dict[str, Any]
+) -> None:
+    ctx = context(pipeline.env("evaluate", "classifier-second", second["request"], {}))
+    run = ctx.find_finished_run("train")
+    assert run is not None and run.info.run_id == second["outputs"]["train"]["run_id"]
+    assert ctx.find_finished_run("prepare") is None  # prepare logs no MLflow run
+    assert ctx.find_finished_run() is None           # nor does evaluate
 
 
 def test_an_unloadable_champion_is_reported_not_raised(
@@ -185,7 +223,7 @@ def test_an_unloadable_champion_is_reported_not_raised(
     mlflow_client.set_registered_model_alias(MODEL, "champion", version)
     try:
         inputs = {s: second["outputs"][s] for s in ("prepare", "train")}
-        outputs = pipeline.step("evaluate", "classifier-second", second["request"], inputs).outputs  # type: ignore[attr-defined]
+        outputs = pipeline.step("evaluate", "classifier-second", second["request"], inputs).outputs
     finally:
         mlflow_client.set_registered_model_alias(MODEL, "champion", "1")
     assert outputs["champion_version"] == str(version) and outputs["champion_metrics"] is None
