@@ -1,5 +1,6 @@
 """The Faust app: the agents of the loop, each a few lines of read → decide → act.
 
+    operator gate   operator commands → verified (signature, expiry, replay) → operator.verified
     trigger agent   data / drift / operator / clock / training outcomes → TrainingRequested
     trainer agent   TrainingRequested → launcher.submit (returns at once) → TrainingStarted
     run watcher     launcher.poll → TrainingSucceeded / TrainingFailed
@@ -18,13 +19,16 @@ from typing import Mapping
 
 import faust
 
+from agents import metrics as metrics_mod
 from agents import transport
 from agents.context import AppOptions, Context
 from agents.deployer import Deployer
 from agents.evaluator import Evaluator
+from agents.operator import OperatorGate
 from agents.ports import Launcher, Registry
 from agents.trainer import Trainer
-from agents.trigger import Trigger
+from agents.trigger import Trigger, state_table
+from streams.signing import KeyFile
 
 __all__ = ["AppOptions", "build_app"]
 
@@ -41,18 +45,26 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
         broker_session_timeout=opts.session_timeout,
         broker_heartbeat_interval=opts.heartbeat_interval, producer_linger=0.0)
     app.fetch_max_wait_ms = opts.fetch_max_wait_ms
-    state = app.Table(f"{opts.group}-model-state", default=None, partitions=topics.partitions,
+    state = app.Table(state_table(opts.group), default=None, partitions=topics.partitions,
                       key_type=str, value_type=dict)
+    seen_commands = app.Table(f"{opts.group}-operator-seen", default=None,
+                              partitions=topics.partitions, key_type=str, value_type=dict)
     ctx = Context(app, opts, models, launchers, registry)
     trigger, trainer = Trigger(ctx, state), Trainer(ctx)
     evaluator, deployer = Evaluator(ctx), Deployer(ctx)
+    gate = OperatorGate(ctx, seen_commands, KeyFile(opts.operator_keys))
     consume = ctx.edge.consume
 
     def raw(*names: str):
         return app.topic(*names, value_type=bytes, key_type=bytes, value_serializer="raw",
                          key_serializer="raw")
 
-    trigger_inputs = (topics.data, topics.drift, topics.operator, topics.clock, topics.training)
+    trigger_inputs = (topics.data, topics.drift, topics.operator_verified, topics.clock,
+                      topics.training)
+
+    @app.agent(raw(topics.operator), name="operator")
+    async def operator_agent(stream):
+        await consume(stream, gate.handle, owns={topics.operator})
 
     @app.agent(raw(*trigger_inputs), name="trigger")
     async def trigger_agent(stream):
@@ -66,7 +78,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     async def evaluator_agent(stream):
         await consume(stream, evaluator.handle, owns=set())      # the trigger owns this topic
 
-    @app.agent(raw(topics.promotion, topics.operator), name="deployer")
+    @app.agent(raw(topics.promotion, topics.operator_verified), name="deployer")
     async def deployer_agent(stream):
         await consume(stream, deployer.handle, owns={topics.promotion})
 
@@ -78,4 +90,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     async def clock():
         await trigger.tick()
 
+    metrics_mod.install(app, ctx.metrics, group=opts.group, broker=opts.broker,
+                        topics=[t for t, spec in topics.all().items() if spec.role != "deadletter"],
+                        models=list(models), interval=opts.lag_interval)
     return app

@@ -6,16 +6,21 @@ a test could drive with decoded events, and `agents.app` is only wiring.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
 from agents import transport
 from agents.edge import Edge, PermanentError
+from agents.metrics import Metrics
 from agents.ports import Launcher, Registry
 from streams import events as ev
 from streams.codec import build
 from streams.envelope import CloudEvent
 from streams.topics import Topics
+
+log = logging.getLogger("loopline.context")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class AppOptions:
     poll_interval: float = 0.1
     max_event_bytes: int = 1_000_000
     job_env: Mapping[str, str] = field(default_factory=dict)   # every launched run gets it
+    operator_keys: str | None = None     # keys file of the operators (None: commands refused)
+    lag_interval: float = 5.0            # how often /metrics' consumer lag is measured
 
 
 class Context:
@@ -40,7 +47,8 @@ class Context:
                  registry: Registry):
         self.app, self.opts, self.models = app, opts, models
         self.launchers, self.registry = launchers, registry
-        self.edge = Edge(app, opts.topics, opts.max_event_bytes)
+        self.metrics = Metrics()
+        self.edge = Edge(app, opts.topics, opts.max_event_bytes, metrics=self.metrics)
 
     def model(self, event: CloudEvent):
         """The configured model an event is about; unknown models are a permanent error."""
@@ -53,3 +61,13 @@ class Context:
         event = build(data, model, source=self.opts.source, cause=cause)
         await self.edge.publish(event)
         return event
+
+    async def record_lineage(self, model: str, version: str, ids: Mapping[str, str],
+                             append: Mapping[str, str] | None = None) -> None:
+        """Lineage ids onto the version's tags, best effort: the topics hold the same record,
+        and a registry hiccup must not redo (and so duplicate) the events already published."""
+        try:
+            await asyncio.to_thread(self.registry.record_lineage, model, version, dict(ids),
+                                    dict(append or {}))
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("%s v%s: lineage tags not written: %s", model, version, exc)

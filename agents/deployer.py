@@ -61,7 +61,16 @@ class Deployer:
             else:
                 out = ev.DeploymentDone(version=decision.version, previous_version=decision.previous,
                                         alias=model.alias, reason=reason)
-        await self.ctx.publish(out, model.name, event)
+        published = await self.ctx.publish(out, model.name, event)
+        metrics = self.ctx.metrics
+        if isinstance(decision, p.Refuse):
+            metrics.decision("deploy", "refused")
+        else:
+            metrics.decision("deploy", "rolled_back" if rollback else "deployed")
+            await self.ctx.record_lineage(model.name, decision.version, {},
+                                          append={"deployment_event_ids": published.id})
+            if event.type == ev.ModelPromoted.TYPE and not replayed:
+                metrics.observe_deployment(event.correlationid)
         log.info("%s: %s", model.name, out)
 
 

@@ -27,8 +27,9 @@ class PermanentError(Exception):
 
 class Edge:
     def __init__(self, app, topics: Topics, max_bytes: int, retries: int = 3,
-                 backoff: float = 0.5):
+                 backoff: float = 0.5, metrics=None):
         self.app = app
+        self.metrics = metrics          # agents.metrics.Metrics, or None
         self.topics = topics
         self.max_bytes = max_bytes
         self.retries = retries
@@ -44,6 +45,8 @@ class Edge:
 
     async def dead_letter(self, message, reason: str, error: str) -> None:
         self.dead_letters += 1
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(message.topic, error).inc()
         log.warning("dead-letter %s[%s]@%s: %s", message.topic, message.partition,
                     message.offset, reason)
         headers = message.headers.items() if isinstance(message.headers, dict) else message.headers
@@ -56,6 +59,7 @@ class Edge:
     async def consume(self, stream, handle: Callable[[Decoded], Awaitable[None]],
                       owns: set[str]) -> None:
         """Run `handle` for every decodable record of `stream`; dead-letter what fails."""
+        agent = getattr(handle, "__qualname__", "agent").split(".")[0].lower()  # Trigger.handle
         async for event in stream.events():
             message = event.message
             try:
@@ -65,6 +69,8 @@ class Edge:
                 if message.topic in owns:
                     await self.dead_letter(message, str(exc), "DecodeError")
                 continue
+            if self.metrics is not None:
+                self.metrics.events_consumed.labels(agent, decoded.event.type).inc()
             await self._handle(handle, decoded, message, owner=message.topic in owns)
 
     async def _handle(self, handle, decoded: Decoded, message, owner: bool) -> None:
@@ -74,7 +80,7 @@ class Edge:
                 return
             except PermanentError as exc:
                 if owner:
-                    await self.dead_letter(message, str(exc), "PermanentError")
+                    await self.dead_letter(message, str(exc), type(exc).__name__)
                 else:
                     log.info("skipping %s: %s", decoded.event.key, exc)
                 return

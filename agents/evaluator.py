@@ -53,7 +53,7 @@ class Evaluator:
         version, decision = read_report(data.outputs, model.gate_step, model.gate)
         passed = isinstance(decision, p.Promote)
         champion = report.get("champion_version")
-        await self.ctx.publish(ev.ModelEvaluated(
+        evaluated = await self.ctx.publish(ev.ModelEvaluated(
             version=version or "?", run_name=data.run_name, metric=model.gate.metric,
             candidate_metrics=_floats(report.get("candidate_metrics")),
             champion_version=str(champion) if champion else None,
@@ -62,10 +62,20 @@ class Evaluator:
         if version:
             await asyncio.to_thread(self.ctx.registry.record_evaluation, model.name, version,
                                     passed, decision.reasons)
+        promoted = None
         if passed:
-            await self.ctx.publish(ev.ModelPromoted(
+            promoted = await self.ctx.publish(ev.ModelPromoted(
                 version=version, champion_version=str(champion) if champion else None,
                 reasons=list(decision.reasons)), model.name, event)
+        if version:
+            ids = {"training_event_id": event.id, "evaluated_event_id": evaluated.id,
+                   "correlation_id": event.correlationid}
+            if event.causationid:                        # the watcher reports caused by the request
+                ids["request_id"] = event.causationid
+            if promoted is not None:
+                ids["promoted_event_id"] = promoted.id
+            await self.ctx.record_lineage(model.name, version, ids)
+        self.ctx.metrics.decision("promotion", "promoted" if passed else "rejected")
         log.info("%s: v%s %s: %s", model.name, version, "promoted" if passed else "rejected",
                  "; ".join(decision.reasons))
 

@@ -8,6 +8,9 @@ parameter. The code lives in `agents/policy/` (one module per decision); this re
 """
 
 from agents.policy.deploy import Deploy, Refuse, decide_deploy, decide_rollback, push_history
+from agents.policy.drift import ColumnDrift, DriftPolicy, PredictionBuffer, decide_drift
+from agents.policy.metric import (GuardState, MetricPolicy, Retrain, Rollback, Window,
+                                  decide_on_metric, on_deployment)
 from agents.policy.promotion import Gate, Promote, Reject, Scores, decide_promotion
 from agents.policy.retrain import (
     MAX_CAUSES,
@@ -16,6 +19,7 @@ from agents.policy.retrain import (
     Decision,
     DriftDetected,
     ManualRetrain,
+    MetricDegraded,
     ModelState,
     RetrainPolicy,
     Signal,
@@ -32,4 +36,9 @@ __all__ = [
     "ManualRetrain", "ModelState", "Promote", "Refuse", "Reject", "RetrainPolicy", "Scores",
     "Signal", "Skip", "Tick", "TrainRequest", "TrainingFinished", "decide_deploy",
     "decide_promotion", "decide_retrain", "decide_rollback", "idempotency_key", "push_history",
+]
+__all__ += [
+    "ColumnDrift", "DriftPolicy", "GuardState", "MetricDegraded", "MetricPolicy",
+    "PredictionBuffer", "Retrain", "Rollback", "Window", "decide_drift", "decide_on_metric",
+    "on_deployment",
 ]

@@ -9,7 +9,7 @@ agents a real launcher with a real registry without patching anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from triggers.pipeline import LaunchSpec, RunStatus
 
@@ -40,3 +40,45 @@ class Registry(Protocol):
 
     def record_evaluation(self, model: str, version: str, passed: bool,
                           reasons: Sequence[str]) -> None: ...
+
+    def record_lineage(self, model: str, version: str, ids: Mapping[str, str],
+                       append: Mapping[str, str] | None = None) -> None:
+        """Write lineage ids on the version (`loopline.lineage.<name>`), so `loopline lineage`
+        still answers after the topics' retention: `ids` are set, `append` values are added to
+        the JSON list kept under their name."""
+        ...
+
+
+@dataclass(frozen=True)
+class DriftRequest:
+    """One drift check: a batch (by URI) or prediction-log rows against a version's reference."""
+    model: str
+    model_version: str
+    origin: str                                  # "data" | "predictions"
+    dataset_version: str
+    policy: Any                                  # agents.policy.drift.DriftPolicy
+    uri: str | None = None                       # the batch, read where it lies (parquet)
+    rows: tuple[Mapping[str, Any], ...] | None = None   # or the rows themselves
+    report: bool = True                          # write the HTML report when drift is found
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    drifted: bool
+    drift_share: float
+    columns: Mapping[str, Mapping[str, Any]]     # column -> score, method, threshold, drifted
+    reference_version: str                       # dataset versions the reference was drawn from
+    rows: int
+    report_uri: str | None = None
+    seconds: float = 0.0
+    reference_cached: bool = False
+
+
+class NoReference(Exception):
+    """The model version has no recorded reference data (trained before references existed)."""
+
+
+class DriftChecker(Protocol):
+    """Compares data with a version's reference off the event loop (a process pool, a job)."""
+
+    async def check(self, request: DriftRequest) -> DriftResult: ...

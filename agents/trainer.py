@@ -70,4 +70,9 @@ class Trainer:
                                      reason=status.reason or status.phase,
                                      log_tail=list(status.log_tail), duration_seconds=duration)
         await self.ctx.publish(data, status.model, request)
+        if duration is not None:
+            model = self.ctx.models.get(status.model)
+            self.ctx.metrics.job_duration.labels(
+                model.launcher if model else "unknown",
+                "succeeded" if status.phase == "Succeeded" else "failed").observe(duration)
         log.info("%s: run %s %s", status.model, status.run_name, status.phase.lower())

@@ -22,6 +22,16 @@ from streams.envelope import CloudEvent
 log = logging.getLogger("loopline.trigger")
 
 
+def state_table(group: str) -> str:
+    """Name of the Faust table of ModelStates (`loopline status` reads its changelog)."""
+    return f"{group}-model-state"
+
+
+def state_changelog(group: str) -> str:
+    """Faust names a table's changelog topic `<app id>-<table name>-changelog`."""
+    return f"{group}-{state_table(group)}-changelog"
+
+
 class Trigger:
     def __init__(self, ctx: Context, table):
         self.ctx, self.table = ctx, table
@@ -32,23 +42,32 @@ class Trigger:
 
     async def handle(self, d: Decoded) -> None:
         event, model = d.event, self.ctx.model(d.event)
-        state = self.state(model.name)
+        stored = state = self.state(model.name)
         signal = self.signal(event, d.data, state)
         if signal is None:
             return
         if isinstance(signal, p.ModelState):          # pause / resume: new state, then re-check
             state, signal = signal, p.Tick(event.key)
         new_state, decision = p.decide_retrain(state, signal, model.retrain, time.time())
+        metrics = self.ctx.metrics
+        if isinstance(d.data, ev.DataArrived):
+            metrics.note_data(event.key, event.timestamp)
         if isinstance(decision, p.TrainRequest):
-            await self.ctx.publish(ev.TrainingRequested(
+            request = await self.ctx.publish(ev.TrainingRequested(
                 idempotency_key=decision.idempotency_key, reason=decision.reason,
                 causes=list(decision.causes), data_uris=[b.uri for b in decision.batches],
                 data_versions=[b.version for b in decision.batches], rows=decision.rows),
                 model.name, event)
+            metrics.note_request(request.correlationid, decision.causes)
             log.info("%s: training requested (%s)", model.name, decision.reason)
         elif not isinstance(signal, p.Tick):
             log.info("%s: %s", model.name, decision.reason)
-        if new_state != state:                         # most ticks change nothing: no write
+        if isinstance(decision, p.TrainRequest) or not isinstance(signal, p.Tick):
+            metrics.decision("retrain", _outcome(decision, state, new_state))
+        metrics.trainings_in_flight.labels(model.name).set(1 if new_state.in_flight else 0)
+        # Compared with what is stored, not with `state`: after pause/resume `state` is already
+        # the new one, and a tick that changes nothing more must still store it.
+        if new_state != stored:                        # most ticks change nothing: no write
             self.table[model.name] = new_state.to_dict()
 
     @staticmethod
@@ -75,3 +94,12 @@ class Trigger:
         only ever written inside the agent that owns its partition."""
         for name in self.ctx.models:
             await self.ctx.publish(ev.ClockTicked(), name, None)
+
+
+def _outcome(decision: p.Decision, before: p.ModelState, after: p.ModelState) -> str:
+    """The metrics outcome of one retrain decision (requested / suppressed / duplicate / skipped)."""
+    if isinstance(decision, p.TrainRequest):
+        return "requested"
+    if after.suppressed > before.suppressed:
+        return "suppressed"
+    return "duplicate" if decision.reason.startswith("duplicate") else "skipped"

@@ -229,13 +229,27 @@ class JobContext:
         }
 
     def version_tags(self) -> dict[str, str]:
-        """Tags every model version registered by this step carries."""
-        return {
+        """Tags every model version registered by this step carries.
+
+        With the request's CloudEvent at hand, also its id and the keys (`source#id`) of the
+        events that triggered it: `loopline lineage` reads them when the topics are gone.
+        """
+        tags = {
             TAG_PREFIX + "idempotency_key": self.idempotency_key,
             TAG_PREFIX + "correlation_id": self.correlation_id,
             TAG_PREFIX + "run_name": self.run_name,
             TAG_PREFIX + "data_versions": ",".join(self.data_versions),
         }
+        if self.request_event and self.request_event.get("id"):
+            tags[TAG_PREFIX + "lineage.request_id"] = str(self.request_event["id"])
+        causes = [str(c) for c in self.request.get("causes") or []]
+        if causes:
+            kept = list(causes)
+            while len(kept) > 1 and len(json.dumps(kept)) > 4000:   # MLflow caps tag values
+                kept.pop(0)                                          # newest causes kept
+            tags[TAG_PREFIX + "lineage.trigger_events"] = json.dumps(kept)
+            tags[TAG_PREFIX + "lineage.trigger_event_count"] = str(len(causes))
+        return tags
 
     @contextmanager
     def start_run(self, **params: Any) -> Iterator[mlflow.ActiveRun]:

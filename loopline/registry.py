@@ -9,19 +9,23 @@ run them in a thread.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from agents.ports import Champion
 
 HISTORY_TAG = "loopline.{alias}.history"
 EVENT_TAG = "loopline.{alias}.event"
+LINEAGE_TAG = "loopline.lineage.{name}"      # ids of the chain that produced/deployed a version
+LINEAGE_LIST_LIMIT = 50                      # newest ids kept in an appended list tag
 
 
 class MlflowRegistry:
-    def __init__(self, tracking_uri: str):
-        import mlflow
+    def __init__(self, tracking_uri: str, client=None):
+        if client is None:
+            import mlflow
 
-        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.client = client
 
     def champion(self, model: str, alias: str) -> Champion:
         from mlflow.exceptions import MlflowException
@@ -58,3 +62,25 @@ class MlflowRegistry:
                                           "passed" if passed else "rejected")
         self.client.set_model_version_tag(model, version, "loopline.gate.reasons",
                                           " | ".join(reasons)[:5000])
+
+    def record_lineage(self, model: str, version: str, ids: Mapping[str, str],
+                       append: Mapping[str, str] | None = None) -> None:
+        for name, value in ids.items():
+            self.client.set_model_version_tag(model, version, LINEAGE_TAG.format(name=name), value)
+        if append:
+            tags = self.client.get_model_version(model, version).tags
+            for name, value in append.items():
+                tag = LINEAGE_TAG.format(name=name)
+                items = _json_list(tags.get(tag))
+                if value not in items:
+                    items.append(value)
+                self.client.set_model_version_tag(model, version, tag,
+                                                  json.dumps(items[-LINEAGE_LIST_LIMIT:]))
+
+
+def _json_list(raw: str | None) -> list[str]:
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []

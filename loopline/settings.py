@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     tick_interval: float = 1.0                  # clock ticks for cooldown expiry and staleness
     poll_interval: float = 0.1                  # how often the launcher watcher looks at runs
     max_event_bytes: int = 1_000_000
+    # Operator commands: keys file of key id -> {operator, secret} (a mounted Secret works).
+    # The worker verifies with every key in it; the CLI signs with `operator_key_id`'s.
+    operator_keys: Path | None = None
+    operator_key_id: str = ""                   # the CLI's key (else the file's only key)
+    operator_ttl_seconds: float = Field(600.0, gt=0, le=86_400)   # a signed command's lifetime
+    lag_interval: float = Field(5.0, gt=0)      # how often the worker measures consumer lag
 
     @property
     def topics(self) -> Topics:

@@ -50,7 +50,9 @@ def build(settings: Settings):
         heartbeat_interval=settings.heartbeat_interval,
         fetch_max_wait_ms=settings.fetch_max_wait_ms, tick_interval=settings.tick_interval,
         poll_interval=settings.poll_interval, max_event_bytes=settings.max_event_bytes,
-        job_env=job_env(settings))
+        job_env=job_env(settings),
+        operator_keys=str(settings.operator_keys) if settings.operator_keys else None,
+        lag_interval=settings.lag_interval)
     launchers = {"local": LocalLauncher(settings.state_dir.resolve())}
     return build_app(opts, models, launchers, MlflowRegistry(settings.tracking_uri))
 
@@ -60,5 +62,7 @@ def run(settings: Settings | None = None, loglevel: str = "info") -> None:
 
     settings = settings or Settings()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow resolves some registry sources through the process-wide URI, not the client's.
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
     app = build(settings)
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streams.envelope import CloudEvent, EnvelopeError
 
@@ -36,8 +36,11 @@ class DriftDetected(EventData):
     dataset_version: str
     reference_version: str
     drift_share: float = Field(ge=0, le=1)
-    columns: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    report_uri: str | None = None
+    columns: dict[str, dict[str, Any]] = Field(default_factory=dict)   # column -> score, method, threshold, drifted
+    report_uri: str | None = None                  # the HTML report, an MLflow artifact (runs:/...)
+    model_version: str | None = None               # the version whose reference was compared
+    origin: Literal["data", "predictions"] = "data"    # a data batch or the serving prediction log
+    rows: int = Field(ge=0, default=0)
 
 
 class MetricReported(EventData):
@@ -48,6 +51,41 @@ class MetricReported(EventData):
     model_version: str | None = None
     window_start: float | None = None
     window_end: float | None = None
+
+
+class PredictionLogged(EventData):
+    """What the serving endpoint answered: one event per predict call, one id per row."""
+    TYPE = "io.loopline.prediction.logged"
+    model_version: str = Field(min_length=1)
+    prediction_ids: list[str] = Field(min_length=1)
+    features: list[dict[str, Any]]                 # the input rows, in the order of the ids
+    predictions: list[Any]
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        if not len(self.prediction_ids) == len(self.features) == len(self.predictions):
+            raise ValueError(f"prediction_ids ({len(self.prediction_ids)}), features "
+                             f"({len(self.features)}) and predictions ({len(self.predictions)}) "
+                             "must have one entry per row")
+        return self
+
+
+class FeedbackReceived(EventData):
+    """The true label of one logged prediction, joined with what was predicted."""
+    TYPE = "io.loopline.feedback.received"
+    prediction_id: str = Field(min_length=1)
+    model_version: str = Field(min_length=1)
+    label: float | int | str | bool
+    prediction: float | int | str | bool | None = None
+    predicted_at: float | None = None
+
+
+class RollbackRequested(EventData):
+    """A policy (not an operator) asks the deployer to move the alias back from `from_version`."""
+    TYPE = "io.loopline.rollback.requested"
+    version: str = Field(min_length=1)             # roll back to this (it was champion before)
+    from_version: str = Field(min_length=1)        # refused if the champion moved meanwhile
+    reason: str = Field(min_length=1)
 
 
 class OperatorCommand(EventData):
@@ -142,7 +180,8 @@ class DeploymentRefused(EventData):
 EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for cls in (
     DataArrived, DriftDetected, MetricReported, OperatorCommand, ClockTicked,
     TrainingRequested, TrainingStarted, TrainingSucceeded, TrainingFailed,
-    ModelEvaluated, ModelPromoted, DeploymentDone, DeploymentRolledBack, DeploymentRefused)}
+    ModelEvaluated, ModelPromoted, DeploymentDone, DeploymentRolledBack, DeploymentRefused,
+    PredictionLogged, FeedbackReceived, RollbackRequested)}
 
 
 class DataError(ValueError):

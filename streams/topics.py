@@ -30,18 +30,27 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("drift", "drift.detected", (ev.DriftDetected.TYPE,)),
     TopicSpec("metrics", "metric.reported", (ev.MetricReported.TYPE,)),
     TopicSpec("operator", "operator.command", (ev.OperatorCommand.TYPE,)),
+    # Internal: commands the operator gate verified (signature, expiry, replay), forwarded
+    # unchanged; the trigger and the deployer read this, never the raw operator topic.
+    TopicSpec("operator-verified", "operator.verified", (ev.OperatorCommand.TYPE,)),
     TopicSpec("clock", "clock.ticked", (ev.ClockTicked.TYPE,), retention_ms=3_600_000),
     TopicSpec("training-requests", "training.requested", (ev.TrainingRequested.TYPE,)),
     TopicSpec("training", "training.status", (
         ev.TrainingStarted.TYPE, ev.TrainingSucceeded.TYPE, ev.TrainingFailed.TYPE)),
     TopicSpec("evaluation", "model.evaluated", (ev.ModelEvaluated.TYPE,)),
-    TopicSpec("promotion", "model.promoted", (ev.ModelPromoted.TYPE,)),
+    # A policy's rollback request travels with the promotions: the deployer reads both, in order.
+    TopicSpec("promotion", "model.promoted", (ev.ModelPromoted.TYPE, ev.RollbackRequested.TYPE)),
     TopicSpec("deployment", "deployment.status", (
         ev.DeploymentDone.TYPE, ev.DeploymentRolledBack.TYPE, ev.DeploymentRefused.TYPE)),
+    # Written by the serving endpoint: what it predicted (read by the drift monitor) and the
+    # true labels that came back for it (aggregated into metric windows).
+    TopicSpec("predictions", "prediction.logged", (ev.PredictionLogged.TYPE,)),
+    TopicSpec("feedback", "feedback.received", (ev.FeedbackReceived.TYPE,)),
     TopicSpec("deadletter", "deadletter", ()),
 )
 BY_ROLE = {spec.role: spec for spec in SPECS}
-ROLE_OF_TYPE = {t: spec.role for spec in SPECS for t in spec.accepts}
+# A type accepted on several topics is published to the first (operator, not operator.verified).
+ROLE_OF_TYPE = {t: spec.role for spec in reversed(SPECS) for t in spec.accepts}
 
 
 @dataclass(frozen=True)

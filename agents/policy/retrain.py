@@ -7,6 +7,16 @@ function of plain data means the same inputs always give the same decisions (and
 idempotency keys), and each rule is tested as a row of a table instead of against a broker.
 
 Time is a parameter (`now`), never read from a clock. Nothing here does I/O.
+
+Drift and metric signals coalesce (no retrain storms). A drift or metric signal says "the model
+no longer fits the data", not "there are new rows". While a training is in flight or the
+cooldown runs, such a signal is suppressed: counted in `suppressed`, its event key kept in
+`suppressed_keys` (the newest `SUPPRESSED_KEPT`) and its reason queued. When the block ends the
+queued follow-up goes out only if NEW data arrived since the last request (`new_rows > 0`):
+retraining on the very batches the last request already trained on would repeat it, so a
+signal-only follow-up is dropped with a Skip that says so. Hence a burst of N drift events
+inside one cooldown (or one training) yields exactly one training request and N-1 suppressed.
+Data and manual follow-ups are unaffected.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ T = TypeVar("T")
 
 MAX_CAUSES = 64          # causes kept toward the next request; older ones only lose lineage
 MANUAL = "manual"        # the one reason that bypasses pause and cooldown
+SIGNALS = frozenset({"drift", "metric"})   # reasons that need new data to re-fire as a follow-up
+SUPPRESSED_KEPT = 50     # suppressed event keys remembered for status
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,13 @@ class DriftDetected:
 
 
 @dataclass(frozen=True)
+class MetricDegraded:
+    """An online metric window of the champion is under its floor (see `policy.metric`)."""
+    event_key: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class ManualRetrain:
     event_key: str
     reason: str
@@ -93,8 +112,8 @@ class Tick:
     event_key: str
 
 
-Signal = DataArrived | DriftDetected | ManualRetrain | TrainingFinished | Tick
-_SIGNALS = (DataArrived, DriftDetected, ManualRetrain, TrainingFinished, Tick)
+Signal = DataArrived | DriftDetected | MetricDegraded | ManualRetrain | TrainingFinished | Tick
+_SIGNALS = (DataArrived, DriftDetected, MetricDegraded, ManualRetrain, TrainingFinished, Tick)
 
 
 # -- decisions ---------------------------------------------------------------------------------
@@ -102,7 +121,7 @@ _SIGNALS = (DataArrived, DriftDetected, ManualRetrain, TrainingFinished, Tick)
 @dataclass(frozen=True)
 class TrainRequest:
     idempotency_key: str
-    reason: str                     # "data" | "staleness" | "drift" | "manual" | "followup:<reasons>"
+    reason: str                     # "data" | "staleness" | "drift" | "metric" | "manual" | "followup:<reasons>"
     causes: tuple[str, ...]         # event keys that caused it (causationid / lineage)
     batches: tuple[Batch, ...]      # the rolling window to train on, newest last
     rows: int                       # new rows counted toward this request
@@ -129,6 +148,7 @@ class ModelState:
     seen: tuple[str, ...] = ()
     suppressed: int = 0
     paused: bool = False
+    suppressed_keys: tuple[str, ...] = ()      # newest suppressed event keys (visible in status)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +161,7 @@ class ModelState:
         an older or newer release still loads.
         """
         kw = _known_fields(cls, d)
-        for name in ("new_causes", "pending", "seen"):
+        for name in ("new_causes", "pending", "seen", "suppressed_keys"):
             if name in kw:
                 kw[name] = tuple(kw[name])
         if "window" in kw:
@@ -175,6 +195,8 @@ def decide_retrain(state: ModelState, signal: Signal, policy: RetrainPolicy,
         return _on_data(state, signal, policy, now)
     if isinstance(signal, DriftDetected):
         return _on_drift(state, signal, policy, now)
+    if isinstance(signal, MetricDegraded):
+        return _want(_add_cause(state, signal.event_key), "metric", policy, now, signal.event_key)
     if isinstance(signal, ManualRetrain):
         return _want(_add_cause(state, signal.event_key), MANUAL, policy, now, signal.event_key)
     return _on_finished(state, signal, policy, now)
@@ -231,6 +253,12 @@ def _on_tick(state: ModelState, signal: Tick, policy: RetrainPolicy,
 def _due(state: ModelState, policy: RetrainPolicy, now: float, trigger_key: str,
          idle: str) -> tuple[ModelState, Decision]:
     """Nothing in flight: emit the coalesced follow-up, or a staleness request, if allowed."""
+    if state.pending and SIGNALS.issuperset(state.pending) and state.new_rows <= 0:
+        # Only drift/metric signals queued and no new data: the last request already trained
+        # on everything there is, so these signals were coalesced into it (see module doc).
+        dropped = ",".join(state.pending)
+        return replace(state, pending=()), Skip(
+            f"{idle}; {dropped} follow-up dropped: no new data since the last request")
     if state.pending:
         blocked = _blocked(state, policy, now, manual=MANUAL in state.pending)
         if blocked:
@@ -251,7 +279,8 @@ def _want(state: ModelState, reason: str, policy: RetrainPolicy, now: float,
     if blocked is None:
         return _emit(state, reason, now, trigger_key)
     pending = state.pending if reason in state.pending else state.pending + (reason,)
-    state = replace(state, pending=pending, suppressed=state.suppressed + 1)
+    state = replace(state, pending=pending, suppressed=state.suppressed + 1,
+                    suppressed_keys=_bounded(state.suppressed_keys + (trigger_key,), SUPPRESSED_KEPT))
     if blocked == "training in flight":
         return state, Skip("training in flight; queued follow-up")
     return state, Skip(blocked if blocked == "paused" else f"{blocked}; queued")

@@ -508,5 +508,10 @@ def test_random_interleavings_keep_one_in_flight_and_lose_nothing(
     emitted = [cause for r in requests for cause in r.causes]
     assert len(emitted) == len(set(emitted)), "an event caused two requests"
     for key in queued | manual_keys:
+        if key.startswith("drift#") and key not in emitted:
+            # A drift follow-up with no new data is coalesced, not emitted (see the policy's
+            # module doc): it stays recorded as suppressed and as a cause of the next request.
+            assert key in state.suppressed_keys and key in state.new_causes, f"{key} was lost"
+            continue
         assert emitted.count(key) == 1, f"{key} was queued but never emitted"
     assert len({r.idempotency_key for r in requests}) == len(requests)

@@ -1,0 +1,286 @@
+"""The one module that talks to the Kubernetes API (through the official `kubernetes` client).
+
+Everything else in `triggers` renders plain dicts and reads plain dicts; this module
+creates, reads, patches, lists and watches them:
+
+- `connect()` builds an API client from in-cluster config or a kubeconfig (+ context).
+- `KubeClient` wraps the calls the launchers need, for Jobs (batch/v1) and Argo
+  Workflows (a custom object): create (409 AlreadyExists -> False), get, list,
+  watch, a label patch, and the pods/logs of a run. Objects are plain JSON dicts.
+- `Watcher` is a thread that follows one resource in one namespace: list, then watch
+  from the list's resourceVersion; after a disconnect it resumes from the last
+  resourceVersion it saw, so no change is lost; on 410 Gone (the server compacted
+  past that version) it lists again and hands the launcher the full current state.
+
+Blocking I/O only, in the callers' threads (the watcher has its own): never call
+these on an event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.rest import ApiException
+
+__all__ = ["ARGO_WORKFLOWS", "JOBS", "ApiError", "Gone", "KubeClient", "Resource", "Watcher", "connect"]
+
+log = logging.getLogger("loopline.kube")
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+JOBS = Resource("batch", "v1", "jobs", "Job")
+ARGO_WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
+
+
+class ApiError(RuntimeError):
+    """A Kubernetes API call failed; `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Gone(ApiError):
+    """410: the resourceVersion is too old; list again."""
+
+
+def connect(in_cluster: bool | None = None, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
+    """API client from the pod's service account (in-cluster) or a kubeconfig file.
+
+    in_cluster=None means "auto": in-cluster when KUBERNETES_SERVICE_HOST is set.
+    """
+    configuration = k8s.Configuration()
+    if in_cluster is None:
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if in_cluster:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    return KubeClient(k8s.ApiClient(configuration))
+
+
+def _error(exc: ApiException, what: str) -> ApiError:
+    reason = exc.reason
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+        reason = body.get("message") or reason
+    except (TypeError, ValueError):
+        pass
+    cls = Gone if exc.status == 410 else ApiError
+    return cls(f"{what}: {exc.status} {reason}", exc.status or 0)
+
+
+class KubeClient:
+    def __init__(self, api_client: k8s.ApiClient, request_timeout: float = 30.0) -> None:
+        self.api_client = api_client
+        self.batch = k8s.BatchV1Api(api_client)
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.timeout = request_timeout
+
+    @classmethod
+    def for_host(cls, host: str, token: str | None = None) -> KubeClient:
+        """A client for an API server at a URL (tests, `kubectl proxy`)."""
+        configuration = k8s.Configuration(host=host)
+        if token:
+            configuration.api_key = {"authorization": f"Bearer {token}"}
+        return cls(k8s.ApiClient(configuration))
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    # --- objects ------------------------------------------------------------------
+
+    def create(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> bool:
+        """Create; False if an object of that name already exists (409: idempotent success)."""
+        try:
+            if res is JOBS:
+                self.batch.create_namespaced_job(namespace, dict(body), _preload_content=False,
+                                                 _request_timeout=self.timeout)
+            else:
+                self.custom.create_namespaced_custom_object(res.group, res.version, namespace, res.plural, dict(body),
+                                                            _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise _error(exc, f"create {res.kind} {namespace}/{body['metadata']['name']}") from None
+        return True
+
+    def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            if res is JOBS:
+                resp = self.batch.read_namespaced_job(name, namespace, _preload_content=False,
+                                                      _request_timeout=self.timeout)
+            else:
+                resp = self.custom.get_namespaced_custom_object(res.group, res.version, namespace, res.plural, name,
+                                                                _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _error(exc, f"get {res.kind} {namespace}/{name}") from None
+        return json.loads(resp.data)
+
+    def list(self, res: Resource, namespace: str, selector: str) -> tuple[list[dict[str, Any]], str]:
+        """(items, resourceVersion of the list)."""
+        try:
+            resp = self._list_func(res)(*self._list_args(res, namespace), label_selector=selector,
+                                        _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            raise _error(exc, f"list {res.plural} in {namespace}") from None
+        data = json.loads(resp.data)
+        return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
+
+    def patch_labels(self, res: Resource, namespace: str, name: str, labels: Mapping[str, str]) -> bool:
+        """Merge labels into an object's metadata; False if the object is gone."""
+        body = {"metadata": {"labels": dict(labels)}}
+        try:
+            if res is JOBS:
+                self.batch.patch_namespaced_job(name, namespace, body, _preload_content=False,
+                                                _request_timeout=self.timeout)
+            else:
+                self.custom.patch_namespaced_custom_object(res.group, res.version, namespace, res.plural, name, body,
+                                                           _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _error(exc, f"patch {res.kind} {namespace}/{name}") from None
+        return True
+
+    # --- watch ----------------------------------------------------------------------
+
+    def watch(self, res: Resource, namespace: str, selector: str, resource_version: str,
+              timeout_seconds: int, stop: Callable[[k8s_watch.Watch], None] | None = None
+              ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event type, object) from resource_version on, until the server ends the stream.
+
+        Raises Gone on 410 (list again), ApiError on other API errors; a broken connection
+        raises whatever urllib3 raises (the Watcher resumes from the last version).
+        """
+        watcher = k8s_watch.Watch(return_type="object")  # plain dicts, no model round-trip
+        if stop is not None:
+            stop(watcher)
+        try:
+            for event in watcher.stream(self._list_func(res), *self._list_args(res, namespace),
+                                        label_selector=selector, resource_version=resource_version,
+                                        allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
+                                        _request_timeout=(self.timeout, timeout_seconds + 15)):
+                yield str(event["type"]), event["raw_object"]
+        except ApiException as exc:
+            raise _error(exc, f"watch {res.plural} in {namespace}") from None
+
+    def _list_func(self, res: Resource) -> Callable[..., Any]:
+        return self.batch.list_namespaced_job if res is JOBS else self.custom.list_namespaced_custom_object
+
+    @staticmethod
+    def _list_args(res: Resource, namespace: str) -> tuple[str, ...]:
+        return (namespace,) if res is JOBS else (res.group, res.version, namespace, res.plural)
+
+    # --- pods -----------------------------------------------------------------------
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        try:
+            resp = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False,
+                                                 _request_timeout=self.timeout)
+        except ApiException as exc:
+            raise _error(exc, f"list pods in {namespace}") from None
+        return list(json.loads(resp.data).get("items") or [])
+
+    def log_tail(self, namespace: str, pod: str, container: str, lines: int = 20) -> tuple[str, ...]:
+        try:
+            resp = self.core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=lines,
+                                                     _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            raise _error(exc, f"log of pod {namespace}/{pod}") from None
+        return tuple(resp.data.decode("utf-8", errors="replace").splitlines()[-lines:])
+
+
+class Watcher:
+    """Follows one resource in one namespace in a daemon thread; see the module docstring.
+
+    on_snapshot(items) gets the full state after every list (first start and after 410);
+    on_event(type, obj) gets each ADDED / MODIFIED / DELETED after that. Both run in the
+    watcher's thread. Counters (lists, watches, resumes) are for tests and metrics.
+    """
+
+    def __init__(self, client: KubeClient, res: Resource, namespace: str, selector: str,
+                 on_snapshot: Callable[[list[dict[str, Any]]], None],
+                 on_event: Callable[[str, dict[str, Any]], None],
+                 timeout_seconds: int = 300, max_backoff: float = 10.0) -> None:
+        self.client, self.res, self.namespace, self.selector = client, res, namespace, selector
+        self.on_snapshot, self.on_event = on_snapshot, on_event
+        self.timeout_seconds, self.max_backoff = timeout_seconds, max_backoff
+        self.synced = threading.Event()
+        self.lists = self.watches = self.errors = 0
+        self.resource_version = ""
+        self._stopped = threading.Event()
+        self._current: k8s_watch.Watch | None = None
+        self._thread = threading.Thread(target=self._run, name=f"watch-{res.plural}-{namespace}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
+        current = self._current
+        if current is not None:
+            current.stop()  # shuts the socket down: the blocked read returns
+        self._thread.join(timeout)
+
+    def _remember(self, watch: k8s_watch.Watch) -> None:
+        self._current = watch
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopped.is_set():
+            try:
+                if not self.resource_version:
+                    items, self.resource_version = self.client.list(self.res, self.namespace, self.selector)
+                    self.lists += 1
+                    self.on_snapshot(items)
+                    self.synced.set()
+                self.watches += 1
+                for etype, obj in self.client.watch(self.res, self.namespace, self.selector, self.resource_version,
+                                                    self.timeout_seconds, stop=self._remember):
+                    if self._stopped.is_set():
+                        return
+                    version = (obj.get("metadata") or {}).get("resourceVersion")
+                    if version:
+                        self.resource_version = str(version)
+                    if etype in ("ADDED", "MODIFIED", "DELETED"):
+                        self.on_event(etype, obj)
+                failures = 0  # the server ended the stream normally: resume from the last version
+            except Gone:
+                log.info("watch %s/%s: resourceVersion %s is gone, listing again",
+                         self.namespace, self.res.plural, self.resource_version)
+                self.resource_version = ""
+            except Exception as exc:  # noqa: BLE001 - a broken connection must never end the watcher
+                if self._stopped.is_set():
+                    return
+                failures += 1
+                self.errors += 1
+                delay = min(self.max_backoff, 0.05 * 2 ** min(failures, 10))
+                log.warning("watch %s/%s failed (%s: %s); resuming from %s in %.2fs", self.namespace,
+                            self.res.plural, type(exc).__name__, exc, self.resource_version or "a new list", delay)
+                self._stopped.wait(delay)
+            finally:
+                self._current = None
