@@ -5,7 +5,10 @@
     trainer agent   TrainingRequested → launcher.submit (returns at once) → TrainingStarted
     run watcher     launcher.poll → TrainingSucceeded / TrainingFailed
     evaluator agent TrainingSucceeded → gate → ModelEvaluated (+ ModelPromoted)
-    deployer agent  ModelPromoted, operator promote/rollback → registry alias → Deployment*
+    deployer agent  ModelPromoted, operator promote/rollback, RollbackRequested → registry alias → Deployment*
+    drift agent     data batches, prediction log → DriftChecker port (process pool) → DriftDetected
+    windows agent   feedback → tumbling windowed tables → MetricReported (agents.monitoring)
+    metric guard    (in the trigger) MetricReported, Deployment* → retrain signal or RollbackRequested
 
 Every handler publishes its result and waits for the ack before returning, so the offset is
 committed only after the side effect (at-least-once); every side effect is idempotent (run
@@ -19,7 +22,9 @@ from typing import Mapping
 
 import faust
 
+from agents import health
 from agents import metrics as metrics_mod
+from agents import monitoring
 from agents import transport
 from agents.context import AppOptions, Context
 from agents.deployer import Deployer
@@ -34,13 +39,13 @@ __all__ = ["AppOptions", "build_app"]
 
 
 def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launcher],
-              registry: Registry) -> faust.App:
+              registry: Registry, drift_checker=None) -> faust.App:
     topics = opts.topics
     app = faust.App(
         opts.group, broker=f"{transport.SCHEME}://{opts.broker}", store="memory://",
         processing_guarantee="at_least_once", topic_partitions=topics.partitions,
         topic_allow_declare=True,   # Faust declares only its own changelog/leader topics
-        consumer_auto_offset_reset="earliest", web_port=opts.web_port, web_bind="127.0.0.1",
+        consumer_auto_offset_reset="earliest", web_port=opts.web_port, web_bind=opts.web_bind,
         web_enabled=True, broker_rebalance_timeout=opts.rebalance_timeout,
         broker_session_timeout=opts.session_timeout,
         broker_heartbeat_interval=opts.heartbeat_interval, producer_linger=0.0)
@@ -60,7 +65,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
                          key_serializer="raw")
 
     trigger_inputs = (topics.data, topics.drift, topics.operator_verified, topics.clock,
-                      topics.training)
+                      topics.training, topics.metrics, topics.deployment)
 
     @app.agent(raw(topics.operator), name="operator")
     async def operator_agent(stream):
@@ -90,6 +95,10 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     async def clock():
         await trigger.tick()
 
+    # drift monitor, metric windows, and the metric guard inside the trigger (agents.monitoring)
+    monitoring.install(app, ctx, trigger, drift_checker)
+
+    health.install(app)     # GET /livez, /readyz for the kubelet's probes
     metrics_mod.install(app, ctx.metrics, group=opts.group, broker=opts.broker,
                         topics=[t for t, spec in topics.all().items() if spec.role != "deadletter"],
                         models=list(models), interval=opts.lag_interval)

@@ -4,7 +4,9 @@ The alias is the deployment: serving loads `models:/NAME@champion` and reloads o
 Deployment events published here. Where the alias goes is decided by the pure deploy policies
 (stale promotions refused, a rollback not undone by a late promotion); the registry remembers
 which event moved it last, so a redelivered rollback (a relative move) is announced again but
-never applied twice.
+never applied twice. Operator commands arrive from `operator.verified`, after the operator gate
+(`agents.operator`) checked their signature, expiry and replay. Each deployment's event id is
+appended to the version's `loopline.lineage.deployment_event_ids` tag.
 """
 
 from __future__ import annotations
@@ -36,15 +38,22 @@ class Deployer:
             await self.deploy(event, data.version, f"manual promote: {data.reason}", force=True)
         elif isinstance(data, ev.OperatorCommand) and data.command == "rollback":
             await self.deploy(event, data.version, f"manual rollback: {data.reason}", rollback=True)
+        elif isinstance(data, ev.RollbackRequested):
+            # A policy's rollback (agents.guard): only away from the champion it judged.
+            await self.deploy(event, data.version, f"metric rollback: {data.reason}", rollback=True,
+                              expect=data.from_version)
 
     async def deploy(self, event: CloudEvent, version: str | None, reason: str, *,
-                     force: bool = False, rollback: bool = False) -> None:
+                     force: bool = False, rollback: bool = False, expect: str | None = None) -> None:
         model = self.ctx.model(event)
         registry = self.ctx.registry
         now = await asyncio.to_thread(registry.champion, model.name, model.alias)
         replayed = now.last_event == event.key
         if replayed:
             decision: p.Deploy | p.Refuse = p.Deploy(now.version, _before(now.history, now.version))
+        elif expect is not None and now.version != expect:
+            decision = p.Refuse(f"rollback from v{expect} refused: the champion is now "
+                                f"v{now.version}")
         elif rollback:
             decision = p.decide_rollback(now.version, now.history, version)
         else:

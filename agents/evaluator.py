@@ -4,6 +4,8 @@ Scoring a holdout takes minutes and memory, so it is a pipeline step (like TFX's
 this agent only reads what that step reported and applies the gate. Whatever is missing or
 broken in the report fails closed: no candidate version, unusable metrics, or a champion that
 exists but could not be scored all end in a rejection with the reason spelled out.
+The ids of the chain (request, training outcome, evaluation, promotion) go onto the version's
+`loopline.lineage.*` tags, so `loopline lineage` answers after the topics' retention.
 """
 
 from __future__ import annotations

@@ -123,11 +123,11 @@ def install(app, metrics: Metrics, *, group: str, broker: str, topics: Iterable[
 
     @app.timer(interval=interval)
     async def measure_lag():
-        # This worker's partitions only: summed over all workers, the lag is the group's.
-        mine = sorted({(tp.topic, tp.partition) for tp in app.consumer.assignment()
-                       if tp.topic in watched})
-        reported.update(topic for topic, _ in mine)
         try:
+            # This worker's partitions only: summed over all workers, the lag is the group's.
+            mine = sorted({(tp.topic, tp.partition) for tp in app.consumer.assignment()
+                           if tp.topic in watched})
+            reported.update(topic for topic, _ in mine)
             if not probe:
                 probe.append(await asyncio.to_thread(LagProbe, broker, group, **(probe_config or {})))
             measured = await asyncio.to_thread(probe[0].measure, mine)

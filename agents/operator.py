@@ -28,7 +28,8 @@ from streams.codec import Decoded
 
 log = logging.getLogger("loopline.operator")
 
-SEEN_LIMIT = 10_000        # accepted command ids remembered per model (until they expire)
+SEEN_LIMIT = 2_000         # accepted command ids remembered per model until they expire (one
+                           # changelog record holds them all: ~80 bytes each, far below 1 MB)
 
 
 class CommandRejected(PermanentError):
@@ -52,6 +53,9 @@ def remember(seen: Mapping[str, float], key: str, expiry: float, now: float,
 class OperatorGate:
     def __init__(self, ctx: Context, table, keys: signing.KeyFile):
         self.ctx, self.table, self.keys = ctx, table, keys
+        if keys.path is None:
+            log.warning("no operator keys configured (LOOPLINE_OPERATOR_KEYS): every operator "
+                        "command will be dead-lettered")
 
     async def handle(self, d: Decoded) -> None:
         event, data = d.event, d.data
@@ -60,7 +64,10 @@ class OperatorGate:
         model = self.ctx.model(event)
         now = time.time()
         try:
-            key = signing.verify(event, self.keys.keys(), now)
+            keys = self.keys.keys()
+            if self.keys.error:
+                log.error("operator keys file: %s (keeping the last good keys)", self.keys.error)
+            key = signing.verify(event, keys, now)
         except signing.SignatureError as exc:
             self._count(data.command, exc.kind)
             raise CommandRejected(str(exc)) from None

@@ -33,8 +33,9 @@ def state_changelog(group: str) -> str:
 
 
 class Trigger:
-    def __init__(self, ctx: Context, table):
+    def __init__(self, ctx: Context, table, guard=None):
         self.ctx, self.table = ctx, table
+        self.guard = guard          # agents.guard.MetricGuard: metric windows and deployments
 
     def state(self, model: str) -> p.ModelState:
         raw = self.table.get(model)
@@ -43,7 +44,10 @@ class Trigger:
     async def handle(self, d: Decoded) -> None:
         event, model = d.event, self.ctx.model(d.event)
         stored = state = self.state(model.name)
-        signal = self.signal(event, d.data, state)
+        if self.guard is not None and isinstance(d.data, self.guard.HANDLES):
+            signal = await self.guard.handle(d, model)     # a bad metric window, or None
+        else:
+            signal = self.signal(event, d.data, state)
         if signal is None:
             return
         if isinstance(signal, p.ModelState):          # pause / resume: new state, then re-check

@@ -1,4 +1,4 @@
-"""`loopline` command line: demo, worker, serve, publish, topics.
+"""`loopline` command line: demo, worker, serve, publish, topics, status, lineage, events, dlq.
 
 Connection settings come from `LOOPLINE_*` environment variables (see `loopline.settings`);
 flags here are only what changes per call.
@@ -11,7 +11,14 @@ import getpass
 import logging
 import sys
 
+from loopline.commands import CliError
+from loopline.commands import inspect as inspect_cmd
+from loopline.commands import lineage as lineage_cmd
+from loopline.commands import operator as operator_cmd
+from loopline.commands import status as status_cmd
+from loopline.config import ConfigError
 from loopline.settings import Settings
+from streams.signing import KeyFileError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,13 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--rows", type=int, required=True)
     data.add_argument("--version", required=True, help="dataset version of the batch")
     data.add_argument("--digest")
-    for command in ("retrain", "promote", "rollback", "pause", "resume"):
-        cmd = kinds.add_parser(command, help=f"operator command: {command}")
-        cmd.add_argument("--model", required=True)
-        cmd.add_argument("--reason", required=True)
-        if command in ("promote", "rollback"):
-            cmd.add_argument("--version", required=command == "promote",
-                             help="version to promote / roll back to")
+    operator_cmd.add_parsers(kinds)           # retrain, promote, rollback, pause, resume: signed
+    status_cmd.add_parser(sub)
+    lineage_cmd.add_parser(sub)
+    inspect_cmd.add_parsers(sub)              # events tail, dlq list / replay
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, partitions in ensure_topics(settings.broker, settings.topics).items():
             print(f"{name}\t{partitions}")
         return 0
+    try:
+        if getattr(args, "func", None) is not None:
+            return args.func(args, settings)
+        if args.kind in operator_cmd.COMMANDS:
+            return operator_cmd.run(args, settings)
+    except (CliError, KeyFileError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return _publish(args, settings)
 
 
@@ -80,11 +92,7 @@ def _publish(args, settings: Settings) -> int:
     from streams.codec import build
     from streams.publisher import Publisher
 
-    if args.kind == "data":
-        data = ev.DataArrived(uri=args.uri, rows=args.rows, version=args.version, digest=args.digest)
-    else:
-        data = ev.OperatorCommand(command=args.kind, reason=args.reason, operator=getpass.getuser(),
-                                  version=getattr(args, "version", None))
+    data = ev.DataArrived(uri=args.uri, rows=args.rows, version=args.version, digest=args.digest)
     event = build(data, args.model, source=f"loopline/cli/{getpass.getuser()}")
     with Publisher(settings.broker, settings.topics) as publisher:
         publisher.publish(event)

@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.policies import Gate, RetrainPolicy
+from agents.policies import DriftPolicy, Gate, MetricPolicy, RetrainPolicy
+from agents.policy.metric import METRICS
+from loopline.cluster import KubernetesConfig, pipeline_problems
+from loopline.drift import METHODS as DRIFT_METHODS
 from triggers.pipeline import Pipeline, PipelineError, Step
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -43,6 +46,7 @@ class PipelineConfig(_Strict):
     launcher: Literal["local", "kubernetes", "argo"] = "local"
     workdir: str = "."                       # relative to the config file
     steps: list[StepConfig] = Field(min_length=1)
+    kubernetes: KubernetesConfig | None = None   # pods of launcher kubernetes / argo (loopline/cluster.py)
 
 
 class RetrainConfig(_Strict):
@@ -66,6 +70,72 @@ class DeployConfig(_Strict):
     alias: str = "champion"
 
 
+class DriftConfig(_Strict):
+    """Drift monitoring against the champion's reference data (Evidently DataDriftPreset)."""
+    columns: list[str] | None = None           # default: every column of the reference
+    categorical: list[str] = []                # compared as categories; the rest as numbers
+    num_method: str | None = None              # Evidently stat-test name; default: Evidently's pick
+    cat_method: str | None = None
+    methods: dict[str, str] = {}               # per column
+    num_threshold: float | None = Field(None, ge=0)
+    cat_threshold: float | None = Field(None, ge=0)
+    thresholds: dict[str, float] = {}          # per column
+    drift_share: float = Field(0.5, gt=0, le=1)   # share of drifted columns that is drift
+    data: bool = True                          # check data-arrival batches
+    predictions: bool = True                   # check the serving prediction log
+    prediction_rows: int = Field(1000, ge=1)   # prediction-log rows per check
+
+    @field_validator("num_method", "cat_method")
+    @classmethod
+    def _method(cls, value: str | None) -> str | None:
+        if value is not None and value not in DRIFT_METHODS:
+            raise ValueError(f"unknown drift method {value!r} (one of: {', '.join(sorted(DRIFT_METHODS))})")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: dict[str, str]) -> dict[str, str]:
+        for column, method in value.items():
+            cls._method(method)
+        return value
+
+    @model_validator(mode="after")
+    def _known_columns(self):
+        if self.columns is not None:
+            unknown = sorted((set(self.methods) | set(self.thresholds) | set(self.categorical))
+                             - set(self.columns))
+            if unknown:
+                raise ValueError(f"methods/thresholds/categorical name columns not in 'columns': {unknown}")
+        return self
+
+    def policy(self) -> DriftPolicy:
+        return DriftPolicy(
+            columns=tuple(self.columns) if self.columns is not None else None,
+            categorical=tuple(self.categorical), num_method=self.num_method,
+            cat_method=self.cat_method, methods=dict(self.methods),
+            num_threshold=self.num_threshold, cat_threshold=self.cat_threshold,
+            thresholds=dict(self.thresholds), drift_share=self.drift_share,
+            check_data=self.data, check_predictions=self.predictions,
+            prediction_rows=self.prediction_rows)
+
+
+class MetricsConfig(_Strict):
+    """Online metric from serving feedback, in tumbling windows, with a floor and a rollback guard."""
+    metric: str = "accuracy"
+    floor: float                               # a ceiling for lower-is-better metrics (mae, ...)
+    window_seconds: int = Field(60, ge=1)
+    min_count: int = Field(20, ge=1)
+    rollback_guard_seconds: float = Field(0.0, ge=0)   # 0: never roll back, retrain instead
+    grace_seconds: float = Field(2.0, ge=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown online metric {value!r} (one of: {', '.join(sorted(METRICS))})")
+        return value
+
+
 class ModelConfig(_Strict):
     name: str
     pipeline: PipelineConfig
@@ -73,6 +143,8 @@ class ModelConfig(_Strict):
     gate: GateConfig = GateConfig()
     deploy: DeployConfig = DeployConfig()
     params: dict[str, str] = {}              # passed to every step as LOOPLINE_PARAM_<NAME>
+    drift: DriftConfig | None = None
+    metrics: MetricsConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -103,6 +175,8 @@ class Model:
         self.gate_step = cfg.gate.from_step
         self.alias = cfg.deploy.alias
         self.params = dict(cfg.params)
+        self.drift = cfg.drift.policy() if cfg.drift is not None else None
+        self.metrics = MetricPolicy(**cfg.metrics.model_dump()) if cfg.metrics is not None else None
 
 
 def load(path: str | Path) -> dict[str, Model]:
@@ -128,6 +202,8 @@ def parse(raw, path: Path) -> dict[str, Model]:
         if model_cfg.gate.from_step not in {s.name for s in model_cfg.pipeline.steps}:
             raise ConfigError(f"{path}: models[{index}].gate.from_step: no step named "
                               f"{model_cfg.gate.from_step!r} in the pipeline")
+        for key, problem in pipeline_problems(model_cfg.pipeline):
+            raise ConfigError(f"{path}: models[{index}].pipeline.{key}: {problem}")
         try:
             models[model_cfg.name] = Model(model_cfg, path.parent)
         except PipelineError as exc:

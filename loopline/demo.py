@@ -4,6 +4,10 @@ It starts the real parts as separate processes (the embedded Tansu broker, the F
 the serving endpoint; MLflow is a SQLite store with an artifact folder), streams the example
 data set in batches (its concept changes part-way), and shows what the loop does with them as
 it happens, read from the topics. The summary is rebuilt from the events alone.
+
+Every batch is also drift-checked against the champion's reference data: when the concept
+changes (batch 4 shifts f5), the drift monitor publishes drift.detected with a link to its
+Evidently report, and the trigger retrains on the new data (reason "drift").
 """
 
 from __future__ import annotations
@@ -51,7 +55,33 @@ def describe(d: Decoded) -> str:
         return f"{data.alias} → v{data.version}"
     if isinstance(data, ev.DeploymentRefused):
         return data.reason
+    if isinstance(data, ev.DriftDetected):
+        drifted = ", ".join(f"{c} ({v.get('method', '?')} {v.get('score', 0):.2f})"
+                            for c, v in data.columns.items() if v.get("drifted"))
+        return (f"{data.dataset_version} vs v{data.model_version} reference "
+                f"({data.reference_version}): share {data.drift_share:.2f}, drifted: {drifted}")
+    if isinstance(data, ev.RollbackRequested):
+        return f"v{data.from_version} → v{data.version}: {data.reason}"
+    if isinstance(data, ev.MetricReported):
+        return f"v{data.model_version} {data.metric} {data.value:.3f} over {data.count} predictions"
     return ""
+
+
+def report_links(tracking_uri: str):
+    """`runs:/RUN/path` → the file the tracking store keeps it in (a link a terminal can open)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+
+    def link(uri: str | None) -> str:
+        if not uri or not uri.startswith("runs:/"):
+            return uri or "-"
+        run_id, _, path = uri[len("runs:/"):].partition("/")
+        try:
+            return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+        except Exception:  # noqa: BLE001 - the runs:/ URI is still a valid answer
+            return uri
+    return link
 
 
 def short_type(event_type: str) -> str:
@@ -61,8 +91,9 @@ def short_type(event_type: str) -> str:
 class Printer:
     """Prints each new event once, as it lands on the bus."""
 
-    def __init__(self, observer: Observer, started: float):
+    def __init__(self, observer: Observer, started: float, link=None):
         self.observer, self.started, self.shown = observer, started, 0
+        self.link = link or (lambda uri: uri)
 
     def flush(self) -> None:
         with self.observer.cond:
@@ -73,6 +104,8 @@ class Printer:
                 continue
             console.print(f"[dim]{time.time() - self.started:6.1f}s[/] "
                           f"[bold cyan]{short_type(d.event.type):22}[/] {describe(d)}")
+            if isinstance(d.data, ev.DriftDetected):
+                console.print(f"{'':30}drift report: [link]{self.link(d.data.report_uri)}[/]")
 
 
 def run_demo(batches: int = 10, rows: int = 1000, state_dir: str = ".loopline/demo",
@@ -100,7 +133,9 @@ def run_demo(batches: int = 10, rows: int = 1000, state_dir: str = ".loopline/de
         console.print(f"logs        {state}/*.log")
         console.print(f"worker ready after {time.time() - started:.1f}s; streaming {batches} batches "
                       f"of {rows} rows (the concept changes at batch 4)\n")
-        printer = Printer(observer, started)
+        link = report_links(stack.settings.tracking_uri)
+        printer = Printer(observer, started, link)
+        web = int(worker.env["LOOPLINE_WEB_PORT"])
         with Publisher(stack.bootstrap, stack.settings.topics) as publisher:
             for index in range(batches):
                 info = write_batch(index, state / "data", rows=rows)
@@ -108,14 +143,38 @@ def run_demo(batches: int = 10, rows: int = 1000, state_dir: str = ".loopline/de
                                              digest=info["digest"], columns=info["schema"]),
                               MODEL, source="loopline/demo")
                 publisher.publish(event)
+                _wait_drift_check(web, index + 1, worker, printer)
                 _wait_outcome(observer, event.id, worker, printer)
         printer.flush()
         answer = _ask_serving(stack.serve_port, batch(batches - 1, rows=3).drop(columns=["label"]),
                               observer, stack.serving)
-        _summary(observer, answer, time.time() - started)
+        _summary(observer, answer, time.time() - started, _drift_stats(web), link)
         console.print(f"\nSee the runs: [bold]mlflow ui --backend-store-uri {stack.settings.tracking_uri}[/]")
         promoted = observer.of_type(ev.DeploymentDone.TYPE, MODEL)
         return 0 if promoted and answer.get("version") == promoted[-1].data.version else 1
+
+
+def _drift_stats(web_port: int) -> dict:
+    """The worker's drift-check counts for the demo model (GET /loopline/monitoring)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/loopline/monitoring",
+                                    timeout=5) as response:
+            return json.loads(response.read()).get(MODEL, {}).get("drift", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait_drift_check(web_port: int, checks: int, worker: Process, printer: Printer,
+                      timeout: float = 60.0) -> None:
+    """Wait until the drift monitor has checked `checks` batches (a clean one publishes nothing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        printer.flush()
+        worker.check()
+        stats = _drift_stats(web_port)
+        if sum(stats.get(k, 0) for k in ("clean", "drifted", "skipped", "failed")) >= checks:
+            return
+        time.sleep(0.1)
 
 
 def _wait_outcome(observer: Observer, event_id: str, worker: Process, printer: Printer,
@@ -159,7 +218,8 @@ def _ask_serving(port: int, rows, observer: Observer, serving: Process, timeout:
     return answer
 
 
-def _summary(observer: Observer, answer: dict, elapsed: float) -> None:
+def _summary(observer: Observer, answer: dict, elapsed: float, drift: dict | None = None,
+             link=None) -> None:
     evaluated = observer.of_type(ev.ModelEvaluated.TYPE, MODEL)
     deployed = {d.data.version: d for d in observer.of_type(ev.DeploymentDone.TYPE, MODEL)}
     arrivals = {d.event.id: d.event.timestamp for d in observer.of_type(ev.DataArrived.TYPE, MODEL)}
@@ -176,7 +236,8 @@ def _summary(observer: Observer, answer: dict, elapsed: float) -> None:
         latency = "-"
         if data.version in deployed:
             latency = f"{deployed[data.version].event.timestamp - arrivals.get(d.event.correlationid, d.event.timestamp):.1f}s"
-        table.add_row(f"v{data.version}", ", ".join(request.data_versions) if request else "?",
+        trained_on = f"{', '.join(request.data_versions)} ({request.reason})" if request else "?"
+        table.add_row(f"v{data.version}", trained_on,
                       f"{data.candidate_metrics.get(data.metric) or 0:.3f}", champion,
                       "[green]promoted[/]" if data.passed else "[red]rejected[/]",
                       "; ".join(data.reasons), latency)
@@ -190,6 +251,14 @@ def _summary(observer: Observer, answer: dict, elapsed: float) -> None:
     counts.add_row("rejected", str(sum(not d.data.passed for d in evaluated)))
     counts.add_row("failed trainings", str(len(failed)))
     counts.add_row("dead letters", str(len(observer.dead_letters)))
+    if drift is not None:
+        reasons = [d.data.reason for d in observer.of_type(ev.TrainingRequested.TYPE, MODEL)]
+        counts.add_row("drift checks", f"{drift.get('clean', 0)} clean, {drift.get('drifted', 0)} "
+                       f"drifted, {drift.get('skipped', 0)} skipped (no champion yet)")
+        counts.add_row("drift-triggered trainings", str(sum("drift" in r for r in reasons)))
+        for d in observer.of_type(ev.DriftDetected.TYPE, MODEL):
+            counts.add_row(f"drift report {d.data.dataset_version}",
+                           (link or (lambda u: u))(d.data.report_uri))
     counts.add_row("champion", f"v{answer.get('version', '?')} (answering on the serving endpoint)")
     counts.add_row("elapsed", f"{elapsed:.1f}s")
     console.print(counts)

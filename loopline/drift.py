@@ -275,8 +275,21 @@ def _safe(text: str) -> str:
 _checker: EvidentlyDrift | None = None
 
 
-def _init_worker(tracking_uri: str, report_dir: str | None) -> None:
+def _exit_with_parent(parent: int, interval: float = 1.0) -> None:
+    """A pool worker blocks on its call queue forever if the worker process is SIGKILLed (it holds
+    both ends of the queue's pipe): leave when the parent is gone."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _init_worker(tracking_uri: str, report_dir: str | None, parent: int | None = None) -> None:
     global _checker
+    if parent is not None:
+        _exit_with_parent(parent)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     references = MlflowReferences(tracking_uri)
@@ -308,7 +321,7 @@ class PooledDriftChecker:
     def __init__(self, tracking_uri: str, workers: int = 1, report_dir: str | None = None):
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                         initializer=_init_worker,
-                                        initargs=(tracking_uri, report_dir))
+                                        initargs=(tracking_uri, report_dir, os.getpid()))
         self.warmed = self.pool.submit(_warm)
 
     async def check(self, request: DriftRequest) -> DriftResult:

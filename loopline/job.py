@@ -357,10 +357,38 @@ class JobContext:
         )
         return str(version.version)
 
+    def _tag_reference(self, version: str, run_id: str) -> None:
+        """The version carries its run's reference digest (if one was logged): drift events and
+        `loopline lineage` can name the exact reference a version is compared with."""
+        _copy_reference_tags(self.client, self.model, version, run_id)
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log metrics to the active run; pass ``step`` for per-epoch curves."""
         _active_run()
         _mlflow().log_metrics({name: float(value) for name, value in metrics.items()}, step=step)
+
+    def log_reference(self, frame: pd.DataFrame, max_rows: int | None = None, seed: int = 0) -> dict[str, Any]:
+        """Record the reference data of the model this run trains, for drift monitoring.
+
+        ``frame`` is what the model learned from, as serving will see it: the feature columns,
+        plus (optionally) a ``prediction`` column with the model's predictions, so the
+        prediction log can be compared too. A seeded sample of at most ``max_rows`` rows
+        (default 5000), its digest, the request's dataset versions and a per-column profile
+        are logged under ``reference/`` of the active run; the digest and versions are tagged
+        on the run and, by ``log_model``, on the version it registers. Returns the metadata.
+        """
+        from loopline import reference
+
+        run = _active_run()
+        with tempfile.TemporaryDirectory(prefix="loopline-ref-") as tmp:
+            meta = reference.write(frame, Path(tmp), dataset_versions=self.data_versions,
+                                   max_rows=max_rows or reference.MAX_ROWS, seed=seed,
+                                   run_name=self.run_name)
+            _mlflow().log_artifacts(tmp, artifact_path=reference.ARTIFACT_DIR)
+        _mlflow().set_tags({reference.TAG_DIGEST: meta["digest"],
+                            reference.TAG_VERSIONS: ",".join(self.data_versions)[:5000]})
+        self.output(reference_digest=meta["digest"], reference_run_id=run.info.run_id)
+        return meta
 
     def log_model(self, model: Any, input_example: pd.DataFrame, serialization_format: str = "skops") -> str:
         """Log a scikit-learn model to the active run, register it as ``self.model``.
@@ -393,9 +421,19 @@ class JobContext:
             ),
         )
         version = self._register(info.model_uri, info.model_id, run.info.run_id)
+        self._tag_reference(version, run.info.run_id)
         mlflow.set_tag(TAG_PREFIX + "model_version", version)
         self.output(run_id=run.info.run_id, model_version=version, reused=False)
         return version
+
+
+def _copy_reference_tags(client: Any, model: str, version: str, run_id: str) -> None:
+    from loopline import reference
+
+    tags = client.get_run(run_id).data.tags
+    for name in (reference.TAG_DIGEST, reference.TAG_VERSIONS):
+        if tags.get(name):
+            client.set_model_version_tag(model, version, name, tags[name])
 
 
 def _mlflow() -> Any:

@@ -7,7 +7,13 @@ produced it, which is how the demo and the tests see a promotion land.
 
     GET  /healthz                      -> {"ok": true}
     GET  /models                       -> {"NAME": {"version": "3", "loaded_at": ...}}
-    POST /models/NAME/predict          {"rows": [{"f0": 1.0, ...}, ...]} -> {"version", "predictions"}
+    POST /models/NAME/predict          {"rows": [{"f0": 1.0, ...}, ...]}
+                                       -> {"version", "predictions", "prediction_ids"}
+    POST /models/NAME/feedback         {"prediction_id": "...", "label": 1}
+                                       or {"feedback": [{"prediction_id", "label"}, ...]} -> 202
+
+Predictions and feedback are published to the prediction and feedback topics
+(`loopline.predlog`) for the drift monitor and the online metric windows.
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ def follow_deployments(store: ModelStore, bootstrap: str, topics: Topics, stop: 
         consumer.close()
 
 
-def make_handler(store: ModelStore):
+def make_handler(store: ModelStore, plog=None):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt, *args):  # quiet: the demo's screen is for the loop
             log.debug(fmt, *args)
@@ -110,11 +116,13 @@ def make_handler(store: ModelStore):
 
         def do_POST(self):
             parts = self.path.strip("/").split("/")
-            if len(parts) != 3 or parts[0] != "models" or parts[2] != "predict":
+            if len(parts) != 3 or parts[0] != "models" or parts[2] not in ("predict", "feedback"):
                 return self._send(404, {"error": f"no route {self.path}"})
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_BODY:
                 return self._send(413, {"error": f"body over {MAX_BODY} bytes"})
+            if parts[2] == "feedback":
+                return self._feedback(parts[1], length)
             try:
                 rows = json.loads(self.rfile.read(length))["rows"]
                 if not isinstance(rows, list):
@@ -126,7 +134,27 @@ def make_handler(store: ModelStore):
                 return self._send(400, {"error": f"bad request: {exc}"})
             except Exception as exc:  # noqa: BLE001 - a model that fails on this input
                 return self._send(422, {"error": f"prediction failed: {exc}"})
-            return self._send(200, {"model": parts[1], "version": version, "predictions": predictions})
+            answer = {"model": parts[1], "version": version, "predictions": predictions}
+            if plog is not None:
+                answer["prediction_ids"] = plog.log(parts[1], version, rows, predictions)
+            return self._send(200, answer)
+
+        def _feedback(self, model: str, length: int):
+            if plog is None:
+                return self._send(404, {"error": "feedback is not enabled on this endpoint"})
+            try:
+                body = json.loads(self.rfile.read(length))
+                items = body["feedback"] if isinstance(body, dict) and "feedback" in body else [body]
+                if not isinstance(items, list) or not all(
+                        isinstance(i, dict) and "prediction_id" in i and "label" in i for i in items):
+                    raise ValueError("expected {'prediction_id', 'label'} or {'feedback': [...]}")
+                accepted = [plog.feedback(model, str(i["prediction_id"]), i["label"]).prediction_id
+                            for i in items]
+            except KeyError as exc:
+                return self._send(404, {"error": str(exc)})
+            except (ValueError, TypeError) as exc:
+                return self._send(400, {"error": f"bad request: {exc}"})
+            return self._send(202, {"accepted": len(accepted)})
 
     return Handler
 
@@ -140,10 +168,14 @@ def serve(tracking_uri: str, bootstrap: str, topics: Topics, models: list[str], 
     follower.start()                 # follow first, then load: no deployment falls in between
     for name in models:
         store.load(name)
-    server = ThreadingHTTPServer((host, port), make_handler(store))
+    from loopline.predlog import PredictionLog
+
+    plog = PredictionLog(bootstrap, topics)
+    server = ThreadingHTTPServer((host, port), make_handler(store, plog))
     log.info("serving on http://%s:%d", host, port)
     try:
         server.serve_forever()
     finally:
         stop.set()
         server.server_close()
+        plog.close()

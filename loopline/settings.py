@@ -34,12 +34,20 @@ class Settings(BaseSettings):
     tick_interval: float = 1.0                  # clock ticks for cooldown expiry and staleness
     poll_interval: float = 0.1                  # how often the launcher watcher looks at runs
     max_event_bytes: int = 1_000_000
+    drift_workers: int = Field(1, ge=1)          # processes running drift checks (Evidently)
     # Operator commands: keys file of key id -> {operator, secret} (a mounted Secret works).
     # The worker verifies with every key in it; the CLI signs with `operator_key_id`'s.
     operator_keys: Path | None = None
     operator_key_id: str = ""                   # the CLI's key (else the file's only key)
     operator_ttl_seconds: float = Field(600.0, gt=0, le=86_400)   # a signed command's lifetime
     lag_interval: float = Field(5.0, gt=0)      # how often the worker measures consumer lag
+    # Kubernetes / Argo launchers (loopline/cluster.py): how the worker reaches the API server.
+    kube_in_cluster: bool | None = None         # None: in-cluster iff KUBERNETES_SERVICE_HOST is set
+    kubeconfig: str | None = None               # else $KUBECONFIG, else ~/.kube/config
+    kube_context: str | None = None
+    kube_namespace: str = "default"             # for models without pipeline.kubernetes.namespace
+    job_image: str = ""                         # for models without pipeline.kubernetes.image
+    web_bind: str = "127.0.0.1"                 # 0.0.0.0 in a pod: the kubelet probes /livez, /readyz
 
     @property
     def topics(self) -> Topics:

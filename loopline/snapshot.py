@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from agents.policies import ModelState
-from agents.trigger import state_changelog
 from streams.codec import Decoded, DecodeError, decode
 from streams.deadletter import DeadLetter
 from streams.topics import Topics
 
 REPLAY_HEADER = "loopline.replay.of"          # on a re-published record: "deadletter:<p>:<o>"
+# Not part of the decision record: the clock (one tick a second per model), the serving
+# telemetry (one record per prediction or label: high volume) and the dead letters (read apart).
+NOT_DECISIONS = frozenset({"deadletter", "clock", "predictions", "feedback"})
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,15 @@ def _consumer(bootstrap: str, **config):
 
 
 def _partitions(consumer, topic: str, timeout: float = 5.0):
+    """The topic's partitions; [] if the topic does not exist (yet)."""
     from kafka import TopicPartition
 
+    if topic not in consumer.topics():            # one metadata request, answered at once
+        return []
     deadline = time.monotonic() + timeout
     while True:
         found = consumer.partitions_for_topic(topic)
-        if found is not None or time.monotonic() > deadline:
+        if found or time.monotonic() > deadline:
             return [TopicPartition(topic, p) for p in sorted(found or ())]
         time.sleep(0.1)
 
@@ -158,9 +163,9 @@ def _time(s: Seen) -> float:
 
 def read_events(bootstrap: str, topics: Topics, roles: Iterable[str] | None = None,
                 **config) -> list[Seen]:
-    """Decoded events of the loop's topics (all but the dead-letter topic, or just `roles`)."""
+    """Decoded events of the loop's decision topics (all but NOT_DECISIONS), or of `roles`."""
     names = [getattr(topics, r.replace("-", "_")) for r in roles] if roles else [
-        name for name, spec in topics.all().items() if spec.role != "deadletter"]
+        name for name, spec in topics.all().items() if spec.role not in NOT_DECISIONS]
     return decode_all(read_records(bootstrap, names, **config))
 
 
@@ -177,6 +182,8 @@ def read_dead_letters(bootstrap: str, topics: Topics, **config) -> list[tuple[Re
 
 def model_states(bootstrap: str, group: str, **config) -> dict[str, ModelState]:
     """The trigger's ModelState per model, rebuilt from its Faust table changelog."""
+    from agents.trigger import state_changelog      # lazily: it imports faust's transport
+
     states: dict[str, ModelState] = {}
     for record in read_records(bootstrap, [state_changelog(group)], **config):
         model = _faust_key(record.key)

@@ -123,7 +123,10 @@ class LocalStack:
         return process
 
     def start_worker(self, name: str = "worker") -> Process:
-        return self._process(name, ["worker"], LOOPLINE_WEB_PORT=str(free_port()))
+        port = free_port()
+        process = self._process(name, ["worker"], LOOPLINE_WEB_PORT=str(port))
+        process.web_port = port          # the worker's web server: GET /metrics
+        return process
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """The leader publishes clock ticks once it owns its partitions: a fresh tick means ready."""

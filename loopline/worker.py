@@ -12,6 +12,7 @@ import os
 
 from agents.app import AppOptions, build_app
 from loopline import config as config_mod
+from loopline.cluster import build_launchers
 from loopline.registry import MlflowRegistry
 from loopline.settings import Settings
 from streams.admin import ensure_topics
@@ -45,7 +46,7 @@ def build(settings: Settings):
     init_tracking_store(settings)
     opts = AppOptions(
         broker=settings.broker, group=settings.group, topics=settings.topics,
-        source=settings.source, web_port=settings.web_port,
+        source=settings.source, web_port=settings.web_port, web_bind=settings.web_bind,
         rebalance_timeout=settings.rebalance_timeout, session_timeout=settings.session_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         fetch_max_wait_ms=settings.fetch_max_wait_ms, tick_interval=settings.tick_interval,
@@ -53,8 +54,21 @@ def build(settings: Settings):
         job_env=job_env(settings),
         operator_keys=str(settings.operator_keys) if settings.operator_keys else None,
         lag_interval=settings.lag_interval)
-    launchers = {"local": LocalLauncher(settings.state_dir.resolve())}
-    return build_app(opts, models, launchers, MlflowRegistry(settings.tracking_uri))
+    launchers = {"local": LocalLauncher(settings.state_dir.resolve()),
+                 **build_launchers(settings, models)}     # kubernetes / argo, if models use them
+    return build_app(opts, models, launchers, MlflowRegistry(settings.tracking_uri),
+                     drift_checker=drift_checker(settings, models))
+
+
+def drift_checker(settings: Settings, models):
+    """The process pool for drift checks, if any model monitors drift (spawned at start-up, so
+    the first batch does not pay for importing Evidently)."""
+    if not any(getattr(m, "drift", None) is not None for m in models.values()):
+        return None
+    from loopline.drift import PooledDriftChecker
+
+    return PooledDriftChecker(settings.tracking_uri, workers=settings.drift_workers,
+                              report_dir=str(settings.state_dir.resolve() / "drift"))
 
 
 def run(settings: Settings | None = None, loglevel: str = "info") -> None:

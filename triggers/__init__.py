@@ -4,7 +4,10 @@
 knows how to describe a training/evaluation pipeline (`pipeline`), name a run
 deterministically so a redelivered request never starts a second one (`naming`),
 decide whether a step runs (`conditions`), and launch + watch the run on a
-runtime (`local` today; Kubernetes Jobs and Argo Workflows beside it).
+runtime: `local` (a detached process), `cluster` (a Kubernetes Job or an Argo
+Workflow per run, rendered by the pure `render_job` / `render_workflow`, watched
+through `kube`, the one module that talks to the Kubernetes API, and run inside the
+pods by `pod_entry`).
 
 It may import `streams` only, and nothing here talks to Kafka: agents call in,
 launchers report statuses back, agents turn those into events.

@@ -9,26 +9,32 @@ Both implement the agents' `Launcher` port exactly like `LocalLauncher`:
   resume after disconnects, re-list on 410 Gone) keeps the latest RunStatus of
   every run this deployment owns; poll() returns the runs whose phase changed since
   the last poll() (first call: every unacknowledged run);
-- mark_reported(run) sets the label `loopline.io/reported=true` on the object, so a
-  restarted worker never reports it again (objects with that label are ignored);
+- mark_reported(run) deletes the object (and its pods): the outcome is on the bus by
+  then (outputs, reason, log tail) and in MLflow, and a restarted worker cannot report
+  a run that no longer exists. Deletion is the acknowledgement because the worker's
+  Role has no `patch` (jobs/workflows: create, get, list, watch, delete; pods and logs:
+  get, list). Objects being deleted (deletionTimestamp set) count as acknowledged.
+  Until then ttlSecondsAfterFinished must outlast the worker's longest downtime;
 - spec(run) rebuilds the LaunchSpec from the object's annotation.
 
 A terminal run is final: its status (with the pod's report and log tail, fetched
 once, in the watch thread) is cached until acknowledged, also if the object is
 deleted meanwhile. A run deleted before it finished is reported Failed ("deleted").
+Only the worker whose trainer polls (the Faust leader) watches; a former leader that
+still watches forgets deleted runs instead of keeping them for a report it won't make.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from triggers import kube
 from triggers.pipeline import FAILED, TERMINAL_PHASES, LaunchSpec, RunStatus
 from triggers.podspec import (
-    LABEL_REPORTED,
     PodSettings,
     RenderError,
     owner_selector,
@@ -41,6 +47,8 @@ __all__ = ["ArgoWorkflowLauncher", "ClusterLauncher", "KubernetesJobLauncher"]
 
 log = logging.getLogger("loopline.cluster")
 LOG_TAIL_LINES = 20
+# A launcher polled within this many seconds is the one that reports runs (the leader's).
+REPORTER_WINDOW = 60.0
 
 
 class ClusterLauncher:
@@ -56,13 +64,13 @@ class ClusterLauncher:
         self.watch_timeout = watch_timeout
         self._lock = threading.RLock()
         self._status: dict[str, RunStatus] = {}
-        self._specs: dict[str, str] = {}  # run -> annotations' spec JSON (via spec_from_annotations)
         self._annotations: dict[str, Mapping[str, str]] = {}
         self._namespace: dict[str, str] = {}
         self._last_phase: dict[str, str] = {}
         self._done: set[str] = set()
-        self._unmarked: set[str] = set()  # acknowledged, label patch still to do
+        self._undeleted: set[str] = set()  # acknowledged, deletion still to do
         self._watchers: dict[str, kube.Watcher] = {}
+        self._last_poll = float("-inf")
 
     # --- the Launcher port ------------------------------------------------------------
 
@@ -70,13 +78,13 @@ class ClusterLauncher:
         pod = self.pods.get(spec.model)
         if pod is None:
             raise RenderError(f"model {spec.model!r} has no {self.kind} settings in this worker")
-        body = self.render(spec, pod)
-        self._ensure_watching()
+        body = self.render(spec, pod)  # watching starts with poll(): only the worker that reports watches
         return self.client.create(self.resource, pod.namespace, body)
 
     def poll(self) -> list[RunStatus]:
+        self._last_poll = time.monotonic()
         self._ensure_watching()
-        self._retry_marks()
+        self._retry_deletes()
         with self._lock:
             changed = []
             for name, status in self._status.items():
@@ -96,8 +104,8 @@ class ClusterLauncher:
                 return
             self._done.add(run_name)
             self._status.pop(run_name, None)
-            self._unmarked.add(run_name)
-        self._retry_marks()
+            self._undeleted.add(run_name)
+        self._retry_deletes()
 
     def spec(self, run_name: str) -> LaunchSpec | None:
         with self._lock:
@@ -174,8 +182,8 @@ class ClusterLauncher:
                     self._namespace.pop(name, None)
                     self._last_phase.pop(name, None)
                     return
-        if (meta.get("labels") or {}).get(LABEL_REPORTED) == "true":
-            with self._lock:  # acknowledged earlier, maybe by a previous worker
+        if meta.get("deletionTimestamp"):
+            with self._lock:  # acknowledged (being deleted), maybe by a previous worker
                 self._done.add(name)
                 self._status.pop(name, None)
             return
@@ -200,8 +208,14 @@ class ClusterLauncher:
                 self._status[name] = status
 
     def _forget_or_fail(self, name: str) -> None:
+        """The object is gone: report it as failed if it was running, unless nobody polls us."""
         with self._lock:
             cached = self._status.get(name)
+            if time.monotonic() - self._last_poll > REPORTER_WINDOW:
+                # Another worker is the one that reports (and deleted it after reporting): forget it.
+                for table in (self._status, self._namespace, self._annotations, self._last_phase):
+                    table.pop(name, None)
+                return
             if cached is not None and cached.terminal:
                 return  # still to be reported
             self._status[name] = RunStatus(
@@ -210,22 +224,19 @@ class ClusterLauncher:
                 reason=f"{self.resource.kind} was deleted before it finished",
                 started_at=cached.started_at if cached else None)
 
-    def _retry_marks(self) -> None:
+    def _retry_deletes(self) -> None:
         with self._lock:
-            pending = [(name, self._namespace.get(name)) for name in self._unmarked]
+            pending = [(name, self._namespace.get(name)) for name in self._undeleted]
         for name, namespace in pending:
-            if namespace is None:
-                with self._lock:
-                    self._unmarked.discard(name)
-                continue
-            try:
-                self.client.patch_labels(self.resource, namespace, name, {LABEL_REPORTED: "true"})
-            except kube.ApiError as exc:
-                log.warning("%s %s/%s: cannot mark reported yet (%s); will retry", self.resource.kind,
-                            namespace, name, exc)
-                continue
+            if namespace is not None:
+                try:
+                    self.client.delete(self.resource, namespace, name)
+                except Exception as exc:  # noqa: BLE001 - API down: the next poll() retries
+                    log.warning("%s %s/%s: cannot delete yet (%s); will retry", self.resource.kind,
+                                namespace, name, exc)
+                    continue
             with self._lock:
-                self._unmarked.discard(name)
+                self._undeleted.discard(name)
                 self._annotations.pop(name, None)
 
 

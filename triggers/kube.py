@@ -1,12 +1,13 @@
 """The one module that talks to the Kubernetes API (through the official `kubernetes` client).
 
 Everything else in `triggers` renders plain dicts and reads plain dicts; this module
-creates, reads, patches, lists and watches them:
+creates, reads, lists, watches and deletes them:
 
 - `connect()` builds an API client from in-cluster config or a kubeconfig (+ context).
 - `KubeClient` wraps the calls the launchers need, for Jobs (batch/v1) and Argo
   Workflows (a custom object): create (409 AlreadyExists -> False), get, list,
-  watch, a label patch, and the pods/logs of a run. Objects are plain JSON dicts.
+  watch, delete, and the pods/logs of a run. Objects are plain JSON dicts. These are
+  exactly the verbs the Helm chart's Role grants (no patch, no secrets).
 - `Watcher` is a thread that follows one resource in one namespace: list, then watch
   from the list's resourceVersion; after a disconnect it resumes from the last
   resourceVersion it saw, so no change is lost; on 410 Gone (the server compacted
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -150,20 +152,20 @@ class KubeClient:
         data = json.loads(resp.data)
         return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
 
-    def patch_labels(self, res: Resource, namespace: str, name: str, labels: Mapping[str, str]) -> bool:
-        """Merge labels into an object's metadata; False if the object is gone."""
-        body = {"metadata": {"labels": dict(labels)}}
+    def delete(self, res: Resource, namespace: str, name: str) -> bool:
+        """Delete with its pods (background propagation); False if it was gone already."""
         try:
             if res is JOBS:
-                self.batch.patch_namespaced_job(name, namespace, body, _preload_content=False,
-                                                _request_timeout=self.timeout)
+                self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
+                                                 _preload_content=False, _request_timeout=self.timeout)
             else:
-                self.custom.patch_namespaced_custom_object(res.group, res.version, namespace, res.plural, name, body,
-                                                           _preload_content=False, _request_timeout=self.timeout)
+                self.custom.delete_namespaced_custom_object(res.group, res.version, namespace, res.plural, name,
+                                                            propagation_policy="Background",
+                                                            _preload_content=False, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
                 return False
-            raise _error(exc, f"patch {res.kind} {namespace}/{name}") from None
+            raise _error(exc, f"delete {res.kind} {namespace}/{name}") from None
         return True
 
     # --- watch ----------------------------------------------------------------------
@@ -239,12 +241,16 @@ class Watcher:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         self._stopped.set()
-        current = self._current
-        if current is not None:
-            current.stop()  # shuts the socket down: the blocked read returns
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            current = self._current
+            # Watch.stop() shuts the socket down once the response exists (the blocked read
+            # returns); before that (request in flight) it would be reset: try again shortly.
+            if current is not None and getattr(current, "_resp", None) is not None:
+                current.stop()
+            self._thread.join(0.02)
 
     def _remember(self, watch: k8s_watch.Watch) -> None:
         self._current = watch
@@ -258,6 +264,8 @@ class Watcher:
                     self.lists += 1
                     self.on_snapshot(items)
                     self.synced.set()
+                if self._stopped.is_set():
+                    return
                 self.watches += 1
                 for etype, obj in self.client.watch(self.res, self.namespace, self.selector, self.resource_version,
                                                     self.timeout_seconds, stop=self._remember):

@@ -44,6 +44,7 @@ from triggers.local_runner import (
     PID_FILE,
 )
 from triggers.pipeline import FAILED, LaunchSpec, Pipeline, UnknownOutputError, render_command, render_value
+from triggers.render_workflow import escape_outputs
 
 TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 
@@ -193,7 +194,8 @@ def run_step(step_name: str, inputs_args: list[str], env: dict[str, str] | None 
             return _fail(f"step {step.name} wrote invalid JSON to its outputs file: {exc}")
     if not isinstance(outputs, dict):
         return _fail(f"step {step.name} outputs must be a JSON object, got {type(outputs).__name__}")
-    (out_dir / "outputs.json").write_text(json.dumps(outputs, separators=(",", ":")))
+    # Argo pastes this into downstream args, which the kubelet $(VAR)-expands: escape `$`.
+    (out_dir / "outputs.json").write_text(escape_outputs(json.dumps(outputs, separators=(",", ":"))))
     for task in pipeline.order():
         if task.when is not None:
             cond = conditions.parse(task.when)

@@ -11,8 +11,6 @@ and the metadata that lets a watcher find its runs again after a restart:
                                             for `kubectl get -l ...`; label values are
                                             limited to 63 characters, so long or odd
                                             values become a readable prefix + hash
-    loopline.io/reported=true               set by mark_reported(): the terminal status
-                                            was published, never report it again
 
     annotations: the full model name, idempotency key and correlation id, and the
     LaunchSpec as JSON (the watcher rebuilds the request from it).
@@ -40,7 +38,6 @@ __all__ = [
     "LABEL_CORRELATION",
     "LABEL_MODEL",
     "LABEL_OWNER",
-    "LABEL_REPORTED",
     "LABEL_REQUEST",
     "MANAGED_BY",
     "MANAGED_BY_VALUE",
@@ -60,7 +57,6 @@ LABEL_OWNER = "loopline.io/owner"
 LABEL_MODEL = "loopline.io/model"
 LABEL_REQUEST = "loopline.io/request"
 LABEL_CORRELATION = "loopline.io/correlation"
-LABEL_REPORTED = "loopline.io/reported"
 ANN_MODEL = "loopline.io/model"
 ANN_IDEMPOTENCY_KEY = "loopline.io/idempotency-key"
 ANN_CORRELATION = "loopline.io/correlation-id"

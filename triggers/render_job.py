@@ -7,8 +7,9 @@ semantics, placeholders, step timeouts and outputs everywhere. Per-step images
 therefore need the Argo launcher (checked at config load).
 
 The request travels as environment variables, never through a shell: every
-`LaunchSpec.env` item is its own `env` entry with the value verbatim, the pipeline
-is JSON in `LOOPLINE_PIPELINE`, and the command is an argv list.
+`LaunchSpec.env` item is its own `env` entry, the pipeline is JSON in
+`LOOPLINE_PIPELINE`, and the command is an argv list. Values are escaped for the
+kubelet's own `$(VAR)` expansion (`$` -> `$$`), so the process sees them verbatim.
 
 The pod reports back through its termination message (`/dev/termination-log`,
 at most 4 KiB): a JSON object with the run's phase, reason, step phases and
@@ -34,6 +35,7 @@ __all__ = [
     "POD_DIR",
     "job_phase",
     "job_status",
+    "kubelet_escape",
     "parse_report",
     "parse_time",
     "pod_env",
@@ -46,11 +48,20 @@ TERMINATION_LOG = "/dev/termination-log"
 ENTRY = ("python", "-m", "triggers.pod_entry")
 
 
+def kubelet_escape(value: str) -> str:
+    """Make a value survive the kubelet's `$(VAR)` expansion of env values, command and args.
+
+    The kubelet expands `$(NAME)` to the container's variable NAME and turns `$$` into `$`;
+    doubling every `$` makes it hand the container exactly the original text.
+    """
+    return value.replace("$", "$$")
+
+
 def pod_env(spec: LaunchSpec, extra: Mapping[str, str]) -> list[dict[str, str]]:
-    """`env` entries: the request's variables verbatim, then ours; one entry per name."""
+    """`env` entries: the request's variables, then ours; one entry per name, values literal."""
     env = dict(spec.env)
     env.update(extra)
-    return [{"name": name, "value": value} for name, value in sorted(env.items())]
+    return [{"name": name, "value": kubelet_escape(value)} for name, value in sorted(env.items())]
 
 
 def render_job(spec: LaunchSpec, pod: PodSettings, owner: str) -> dict[str, Any]:

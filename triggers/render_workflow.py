@@ -23,8 +23,11 @@ The pipeline maps onto a DAG template, one task per step, each task its own pod
 No request data ever appears where Argo's template engine would read it: Argo
 substitutes `{{...}}` anywhere in a template, so the pipeline (which has our
 placeholders) travels base64-encoded (`LOOPLINE_PIPELINE_B64`), and every request
-variable whose value contains `{{` or `}}` travels in `LOOPLINE_ENV_B64` (a JSON
-object, base64) instead of as a plain env entry. Commands are argv lists, never a shell.
+variable whose value contains `{{` travels in `LOOPLINE_ENV_B64` (a JSON object,
+base64) instead of as a plain env entry. Commands are argv lists, never a shell.
+The kubelet expands `$(VAR)` in env values and args: env values are escaped
+(`$` -> `$$`), and so is the `outputs` parameter a step writes, because Argo pastes
+it into the args of the tasks downstream (readers undo it: `unescape_outputs`).
 
 Pure: no I/O.
 """
@@ -40,12 +43,14 @@ from typing import Any
 from triggers import conditions
 from triggers.pipeline import FAILED, PENDING, RUNNING, SKIPPED, SUCCEEDED, LaunchSpec, RunStatus, Step
 from triggers.podspec import PodSettings, object_annotations, object_labels
-from triggers.render_job import parse_time
+from triggers.render_job import kubelet_escape, parse_time
 
 __all__ = [
     "ENTRYPOINT",
     "OUT_DIR",
     "decision_param",
+    "escape_outputs",
+    "unescape_outputs",
     "render_workflow",
     "safe_for_argo",
     "step_template_name",
@@ -61,7 +66,8 @@ _NODE_PHASES = {"Pending": PENDING, "Running": RUNNING, "Succeeded": SUCCEEDED, 
 
 
 def safe_for_argo(value: str) -> bool:
-    return "{{" not in value and "}}" not in value
+    """False if Argo's template engine would read something in it (it looks for `{{`)."""
+    return "{{" not in value
 
 
 def step_template_name(step: str) -> str:
@@ -86,6 +92,7 @@ def render_workflow(spec: LaunchSpec, pod: PodSettings, owner: str) -> dict[str,
     base_env = {**plain, "LOOPLINE_RUN_NAME": spec.run_name, "LOOPLINE_MODEL": spec.model,
                 "LOOPLINE_PIPELINE_B64": _b64(pipeline.to_dict()), "LOOPLINE_STATE_DIR": STATE_DIR,
                 "LOOPLINE_OUT_DIR": OUT_DIR, "PYTHONUNBUFFERED": "1"}
+    encoded = {k: v for k, v in encoded.items() if k not in base_env}  # ours win, as for a Job
     if encoded:
         base_env["LOOPLINE_ENV_B64"] = _b64(encoded)
     # Which step decides each conditional task.
@@ -146,7 +153,7 @@ def _step_template(step: Step, upstream: frozenset[str], decides: list[str], pod
         "image": step.image or pod.image,
         "command": [*ENTRY],
         "args": args,
-        "env": [{"name": k, "value": v} for k, v in sorted(base_env.items())],
+        "env": [{"name": k, "value": kubelet_escape(v)} for k, v in sorted(base_env.items())],
         "securityContext": {"allowPrivilegeEscalation": False},
     }
     if pod.image_pull_policy:
@@ -194,7 +201,7 @@ def workflow_status(wf: Mapping[str, Any], log_tail: Sequence[str] = ()) -> RunS
         for param in (node.get("outputs") or {}).get("parameters") or []:
             if param.get("name") == "outputs":
                 try:
-                    value = json.loads(param.get("value") or "{}")
+                    value = json.loads(unescape_outputs(param.get("value") or "{}"))
                 except ValueError:
                     value = None
                 if isinstance(value, dict):
@@ -221,6 +228,15 @@ def workflow_status(wf: Mapping[str, Any], log_tail: Sequence[str] = ()) -> RunS
         started_at=parse_time(status.get("startedAt")),
         finished_at=parse_time(status.get("finishedAt")) if phase in (SUCCEEDED, FAILED) else None,
     )
+
+
+def escape_outputs(text: str) -> str:
+    """The `outputs` parameter as written: JSON with `$` doubled (see the module docstring)."""
+    return text.replace("$", "$$")
+
+
+def unescape_outputs(text: str) -> str:
+    return text.replace("$$", "$")
 
 
 def step_nodes(wf: Mapping[str, Any], names: Sequence[str] | None = None) -> list[dict[str, Any]]:

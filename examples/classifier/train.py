@@ -76,6 +76,8 @@ def run(ctx: JobContext, epochs: int, alpha: float, seed: int, serialization: st
         model = fit(x, y, epochs, alpha, seed, lambda epoch, m: ctx.log_metrics(m, step=epoch))
         metrics = final_metrics(model, x, y)
         ctx.log_metrics(metrics)
+        # What this version learned from, for the drift monitor: features + its predictions.
+        ctx.log_reference(x.assign(prediction=model.predict(x)))
         version = ctx.log_model(model, input_example=x, serialization_format=serialization)
     return (f"registered {ctx.model} version {version} from {len(data)} rows "
             f"(train accuracy {metrics['train_accuracy']:.3f})")

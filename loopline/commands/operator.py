@@ -168,6 +168,9 @@ def _preview_deploy(command: str, event: CloudEvent, model, settings: Settings) 
     except Exception:  # noqa: BLE001 - mlflow raises its own exception for a missing version
         return {"would": f"fail: {model.name} has no version {decision.version}",
                 "decision": "refuse", "details": details}
+    if decision.version == now.version:
+        return {"would": f"change nothing: v{now.version} is already {model.alias}",
+                "decision": "none", "version": decision.version, "details": details}
     verb = "roll back" if command == "rollback" else "promote"
     return {"would": f"{verb} {model.alias} v{now.version or '-'} -> v{decision.version}",
             "decision": command, "version": decision.version, "previous": now.version,

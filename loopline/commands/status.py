@@ -73,6 +73,7 @@ def model_status(name: str, alias: str, events, state, letters, client, tracking
         "previous": [version_info(client, name, v, tracking_uri) for v in previous],
         "paused": state.paused,
         "suppressed_triggers": state.suppressed,
+        "suppressed_events": list(getattr(state, "suppressed_keys", ()))[-10:],  # newest last
         "pending": list(state.pending),
         "new_rows": state.new_rows,
         "last_request_at": render.iso(state.last_request_at),
@@ -194,7 +195,9 @@ def show(report: dict, console=None) -> None:
         for info in m["previous"]:
             table.add_row("previous", _version_line(info))
         table.add_row("paused", "[red]yes[/]" if m["paused"] else "no")
-        table.add_row("suppressed triggers", str(m["suppressed_triggers"]))
+        newest = m.get("suppressed_events") or []
+        table.add_row("suppressed triggers", str(m["suppressed_triggers"]) + (
+            f" (newest: {newest[-1]})" if newest else ""))
         table.add_row("pending", ", ".join(m["pending"]) or "-")
         table.add_row("new rows", str(m["new_rows"]))
         flight = m["in_flight"]

