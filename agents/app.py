@@ -54,8 +54,10 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
                       key_type=str, value_type=dict)
     seen_commands = app.Table(f"{opts.group}-operator-seen", default=None,
                               partitions=topics.partitions, key_type=str, value_type=dict)
+    launched = app.Table(f"{opts.group}-launched", default=None, partitions=topics.partitions,
+                         key_type=str, value_type=list)
     ctx = Context(app, opts, models, launchers, registry)
-    trigger, trainer = Trigger(ctx, state), Trainer(ctx)
+    trigger, trainer = Trigger(ctx, state), Trainer(ctx, launched)
     evaluator, deployer = Evaluator(ctx), Deployer(ctx)
     gate = OperatorGate(ctx, seen_commands, KeyFile(opts.operator_keys))
     consume = ctx.edge.consume
@@ -98,7 +100,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     # drift monitor, metric windows, and the metric guard inside the trigger (agents.monitoring)
     monitoring.install(app, ctx, trigger, drift_checker)
 
-    health.install(app)     # GET /livez, /readyz for the kubelet's probes
+    health.install(app, opts.broker, opts.broker_lost_seconds)   # /livez, /readyz, broker watch
     metrics_mod.install(app, ctx.metrics, group=opts.group, broker=opts.broker,
                         topics=[t for t, spec in topics.all().items() if spec.role != "deadletter"],
                         models=list(models), interval=opts.lag_interval)

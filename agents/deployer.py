@@ -16,6 +16,7 @@ import logging
 
 from agents import policies as p
 from agents.context import Context
+from agents.faults import crash_point
 from agents.edge import PermanentError
 from streams import events as ev
 from streams.codec import Decoded
@@ -64,6 +65,7 @@ class Deployer:
             if not replayed:
                 await asyncio.to_thread(registry.set_champion, model.name, model.alias, decision.version,
                                         p.push_history(now.history, decision.version), event.key)
+                crash_point("deployer.alias-moved")
             if rollback:
                 out = ev.DeploymentRolledBack(version=decision.version, from_version=decision.previous,
                                               alias=model.alias, reason=reason)

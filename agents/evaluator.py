@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from agents import policies as p
 from agents.context import Context
+from agents.faults import crash_point
 from streams import events as ev
 from streams.codec import Decoded
 
@@ -64,6 +65,7 @@ class Evaluator:
         if version:
             await asyncio.to_thread(self.ctx.registry.record_evaluation, model.name, version,
                                     passed, decision.reasons)
+        crash_point("evaluator.evaluated")
         promoted = None
         if passed:
             promoted = await self.ctx.publish(ev.ModelPromoted(

@@ -2,21 +2,33 @@
 
     GET /livez   200 while the event loop answers HTTP: a wedged loop fails it and gets restarted
     GET /readyz  200 once the consumer has joined its group and received an assignment (possibly
-                 of no partition, when there are more workers than partitions), and while no
-                 rebalance is in progress; 503 before that or during one
+                 of no partition, when there are more workers than partitions), while no
+                 rebalance is in progress and while Kafka answers; 503 otherwise, with the reason
 
-Readiness deliberately does not depend on Kafka being reachable right now: a broker blip
-must not take every worker out of the Service at once (nothing routes traffic to it anyway);
-it says "this worker has started and is part of the group".
+A broker watch probes Kafka every second (one ApiVersions round trip, off the event loop).
+While it fails, /readyz says so — nothing routes traffic to a worker, so this only informs
+operators and rollouts — but /livez stays 200: the Kafka clients retry on their own, and a
+restart would not bring the broker back. Only when Kafka has been gone longer than
+`lost_seconds` does the worker log why and exit with code 3, instead of hanging forever.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
+
 import faust
 
+from streams.broker import probe
 
-def install(app: faust.App) -> None:
-    state = {"assigned": False}
+log = logging.getLogger("loopline.health")
+EXIT_BROKER_LOST = 3
+
+
+def install(app: faust.App, broker: str | None = None, lost_seconds: float | None = None) -> None:
+    state = {"assigned": False, "broker_error": None, "broker_ok_at": time.monotonic()}
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender, assigned, **kwargs):  # noqa: ARG001 - signal signature
@@ -28,6 +40,28 @@ def install(app: faust.App) -> None:
 
     @app.page("/readyz")
     async def readyz(self, request):
-        ready = state["assigned"] and not app.rebalancing
-        return self.json({"ready": ready, "assigned": state["assigned"], "rebalancing": app.rebalancing},
-                         status=200 if ready else 503)
+        ready = state["assigned"] and not app.rebalancing and state["broker_error"] is None
+        return self.json({"ready": ready, "assigned": state["assigned"], "rebalancing": app.rebalancing,
+                          "broker_error": state["broker_error"]}, status=200 if ready else 503)
+
+    if broker is None:
+        return
+
+    @app.timer(interval=1.0)
+    async def broker_watch():
+        error = await asyncio.to_thread(probe, broker, 2.0)
+        if error is None:
+            if state["broker_error"] is not None:
+                log.warning("Kafka at %s answers again", broker)
+            state["broker_error"], state["broker_ok_at"] = None, time.monotonic()
+            return
+        gone = time.monotonic() - state["broker_ok_at"]
+        if state["broker_error"] is None:
+            log.error("Kafka at %s does not answer: %s (the clients keep retrying)", broker, error)
+        state["broker_error"] = error
+        if lost_seconds is not None and gone > lost_seconds:
+            log.error("Kafka at %s has not answered for %.0fs (limit %.0fs): exiting with code %d "
+                      "so the supervisor can restart this worker", broker, gone, lost_seconds,
+                      EXIT_BROKER_LOST)
+            logging.shutdown()
+            os._exit(EXIT_BROKER_LOST)     # at-least-once: uncommitted work is redelivered

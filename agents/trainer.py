@@ -1,9 +1,12 @@
 """The trainer agent and the run watcher: requests become launched runs, runs become outcomes.
 
 The agent only submits (a few milliseconds: the launcher starts the run and returns) and never
-waits for the job. The run name is a pure function of the idempotency key, so a redelivered
-request finds its run already there (`created=False`) and starts nothing. The watcher, on the
-leader, turns terminal runs into TrainingSucceeded / TrainingFailed, caused by the request.
+waits for the job. Two guards keep a redelivered request from starting a second job: the run
+name is a pure function of the idempotency key (the launcher refuses a name it has seen, the
+409 path), and the keys launched per model are kept in a changelogged table, bounded — which
+still holds after a cluster has deleted the finished Job. The watcher, on the leader, turns
+terminal runs into TrainingSucceeded / TrainingFailed, caused by the request; a run that
+succeeded without registering a model version is reported as failed, not as a success.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 
 from agents.context import Context
 from agents.edge import PermanentError
+from agents.faults import crash_point
 from streams import events as ev
 from streams.codec import Decoded
 from streams.envelope import CloudEvent
@@ -23,9 +27,12 @@ from triggers.pipeline import LaunchSpec, RunStatus
 log = logging.getLogger("loopline.trainer")
 
 
+LAUNCHED_KEYS_KEPT = 1000      # per model; older keys fall back to the launcher's own 409 guard
+
+
 class Trainer:
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
+    def __init__(self, ctx: Context, launched_table):
+        self.ctx, self.launched = ctx, launched_table
 
     def launch_spec(self, event: CloudEvent, request: ev.TrainingRequested, model) -> LaunchSpec:
         env = {**self.ctx.opts.job_env,
@@ -42,10 +49,15 @@ class Trainer:
         if launcher is None:
             raise PermanentError(f"launcher {model.launcher!r} is not configured in this worker")
         spec = self.launch_spec(d.event, d.data, model)
-        created = await asyncio.to_thread(launcher.submit, spec)
+        key = d.data.idempotency_key
+        launched = list(self.launched.get(model.name) or ())
+        created = key not in launched and await asyncio.to_thread(launcher.submit, spec)
+        crash_point("trainer.submitted")
         await self.ctx.publish(ev.TrainingStarted(
-            idempotency_key=d.data.idempotency_key, run_name=spec.run_name,
-            launcher=model.launcher, created=created), model.name, d.event)
+            idempotency_key=key, run_name=spec.run_name, launcher=model.launcher,
+            created=created), model.name, d.event)
+        if key not in launched:
+            self.launched[model.name] = (launched + [key])[-LAUNCHED_KEYS_KEPT:]
         log.info("%s: run %s %s", model.name, spec.run_name, "launched" if created else "already exists")
 
     async def watch(self) -> None:
@@ -61,8 +73,13 @@ class Trainer:
         key = request.data["idempotency_key"] if request else ""
         duration = (status.finished_at - status.started_at
                     if status.finished_at and status.started_at else None)
-        if status.phase == "Succeeded":
-            data: ev.EventData = ev.TrainingSucceeded(
+        if status.phase == "Succeeded" and not _registered_a_version(status.outputs):
+            data: ev.EventData = ev.TrainingFailed(
+                idempotency_key=key, run_name=status.run_name, duration_seconds=duration,
+                reason="the run exited 0 but registered no model version "
+                       "(no step output named model_version or candidate_version)")
+        elif status.phase == "Succeeded":
+            data = ev.TrainingSucceeded(
                 idempotency_key=key, run_name=status.run_name, duration_seconds=duration,
                 outputs={step: dict(out) for step, out in status.outputs.items()})
         else:
@@ -75,4 +92,8 @@ class Trainer:
             self.ctx.metrics.job_duration.labels(
                 model.launcher if model else "unknown",
                 "succeeded" if status.phase == "Succeeded" else "failed").observe(duration)
-        log.info("%s: run %s %s", status.model, status.run_name, status.phase.lower())
+        log.info("%s: run %s %s", status.model, status.run_name, data.TYPE.rsplit(".", 1)[-1])
+
+
+def _registered_a_version(outputs) -> bool:
+    return any(out.get("model_version") or out.get("candidate_version") for out in outputs.values())

@@ -40,6 +40,8 @@ class StepConfig(_Strict):
     env: dict[str, str] = {}
     image: str | None = None
     timeout_seconds: float | None = Field(None, gt=0)
+    retries: int = Field(0, ge=0, le=20)
+    retry_backoff_seconds: float = Field(1.0, gt=0)
 
 
 class PipelineConfig(_Strict):
@@ -168,7 +170,8 @@ class Model:
         self.workdir = str((base / cfg.pipeline.workdir).resolve())
         self.pipeline = Pipeline(tuple(
             Step(name=s.name, command=tuple(s.command), depends=tuple(s.depends), when=s.when,
-                 env=dict(s.env), image=s.image, timeout_seconds=s.timeout_seconds)
+                 env=dict(s.env), image=s.image, timeout_seconds=s.timeout_seconds,
+                 retries=s.retries, retry_backoff_seconds=s.retry_backoff_seconds)
             for s in cfg.pipeline.steps))
         self.retrain = RetrainPolicy(**cfg.retrain.model_dump())
         self.gate = Gate(**cfg.gate.model_dump(exclude={"from_step"}))

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     kube_context: str | None = None
     kube_namespace: str = "default"             # for models without pipeline.kubernetes.namespace
     job_image: str = ""                         # for models without pipeline.kubernetes.image
+    broker_wait_seconds: float = Field(60.0, gt=0)   # at start-up: give up (exit 3) after this
+    broker_lost_seconds: float = Field(120.0, gt=0)  # running: exit 3 when Kafka is gone this long
     web_bind: str = "127.0.0.1"                 # 0.0.0.0 in a pod: the kubelet probes /livez, /readyz
 
     @property

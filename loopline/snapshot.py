@@ -71,12 +71,12 @@ def _consumer(bootstrap: str, **config):
                          auto_offset_reset="earliest", fetch_max_wait_ms=20, **config)
 
 
-def _partitions(consumer, topic: str, timeout: float = 5.0):
+def _partitions(consumer, topic: str, timeout: float = 5.0, existing: set[str] | None = None):
     """The topic's partitions; [] if the topic does not exist (yet)."""
     from kafka import TopicPartition
 
-    if topic not in consumer.topics():            # one metadata request, answered at once
-        return []
+    if topic not in (existing if existing is not None else consumer.topics()):
+        return []                                 # (topics(): one metadata request, ~0.1 s)
     deadline = time.monotonic() + timeout
     while True:
         found = consumer.partitions_for_topic(topic)
@@ -90,7 +90,8 @@ def read_records(bootstrap: str, topics: Iterable[str], timeout: float = 30.0,
     """Every record of `topics` up to their current end, in (topic, partition, offset) order."""
     consumer = _consumer(bootstrap, **config)
     try:
-        tps = [tp for topic in topics for tp in _partitions(consumer, topic)]
+        existing = consumer.topics()
+        tps = [tp for topic in topics for tp in _partitions(consumer, topic, existing=existing)]
         if not tps:
             return []
         ends = consumer.end_offsets(tps)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
@@ -64,6 +65,14 @@ class Process:
                 self.proc.wait()
 
 
+def ready(web_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/readyz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 class LocalStack:
     """`with LocalStack(state_dir, config) as stack:` — everything up, `stack.observer` watching."""
 
@@ -93,9 +102,10 @@ class LocalStack:
         self._stack.close()
 
     def start(self) -> None:
+        self.broker: EmbeddedBroker | None = None          # ours, when no bootstrap was given
         if self.bootstrap is None:
-            broker = self._stack.enter_context(EmbeddedBroker(log_path=self.state_dir / "broker.log"))
-            self.bootstrap = broker.bootstrap
+            self.broker = self._stack.enter_context(EmbeddedBroker(log_path=self.state_dir / "broker.log"))
+            self.bootstrap = self.broker.bootstrap
         self.settings = Settings(broker=self.bootstrap, state_dir=self.state_dir, config=self.config,
                                  topic_prefix=self.prefix, partitions=self.partitions,
                                  mlflow_uri=self.mlflow_uri, group=f"{self.prefix}-worker",
@@ -122,20 +132,29 @@ class LocalStack:
         self._stack.callback(process.stop)
         return process
 
-    def start_worker(self, name: str = "worker") -> Process:
+    def start_worker(self, name: str = "worker", **env: str) -> Process:
         port = free_port()
-        process = self._process(name, ["worker"], LOOPLINE_WEB_PORT=str(port))
-        process.web_port = port          # the worker's web server: GET /metrics
+        process = self._process(name, ["worker"], LOOPLINE_WEB_PORT=str(port), **env)
+        process.web_port = port          # the worker's web server: /metrics, /livez, /readyz
         return process
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """The leader publishes clock ticks once it owns its partitions: a fresh tick means ready."""
+    def restart_worker(self, **env: str) -> Process:
+        """A new worker process in place of the current one (dead or alive), ready on return."""
+        self.worker.stop()
+        self.worker = self.start_worker(**env)
+        self.wait_ready()
+        return self.worker
+
+    def wait_ready(self, timeout: float = 90.0, worker: Process | None = None) -> None:
+        """The worker answers /readyz once it has joined its group and owns its partitions; the
+        leader's clock ticks say the loop runs. Both, or a clear error with the worker's log."""
+        worker = worker or self.worker
         seen = len(self.observer.of_type(ev.ClockTicked.TYPE))
         deadline = time.monotonic() + timeout
-        while len(self.observer.of_type(ev.ClockTicked.TYPE)) <= seen:
-            self.worker.check()
+        while not (ready(worker.web_port) and len(self.observer.of_type(ev.ClockTicked.TYPE)) > seen):
+            worker.check()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready after {timeout}s:\n{self.worker.tail()}")
+                raise RuntimeError(f"{worker.name} not ready after {timeout}s:\n{worker.tail()}")
             time.sleep(0.05)
 
     @staticmethod

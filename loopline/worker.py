@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from agents.app import AppOptions, build_app
 from loopline import config as config_mod
 from loopline.cluster import build_launchers
 from loopline.registry import MlflowRegistry
 from loopline.settings import Settings
+from loopline.startup import (EXIT_BROKER_UNREACHABLE, BrokerUnreachable, StartupHealth,
+                              wait_for_broker)
 from streams.admin import ensure_topics
 from triggers.local import LocalLauncher
 
@@ -47,6 +50,7 @@ def build(settings: Settings):
     opts = AppOptions(
         broker=settings.broker, group=settings.group, topics=settings.topics,
         source=settings.source, web_port=settings.web_port, web_bind=settings.web_bind,
+        broker_lost_seconds=settings.broker_lost_seconds,
         rebalance_timeout=settings.rebalance_timeout, session_timeout=settings.session_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         fetch_max_wait_ms=settings.fetch_max_wait_ms, tick_interval=settings.tick_interval,
@@ -78,5 +82,11 @@ def run(settings: Settings | None = None, loglevel: str = "info") -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # MLflow resolves some registry sources through the process-wide URI, not the client's.
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    try:
+        with StartupHealth(settings.web_bind, settings.web_port) as health:
+            wait_for_broker(settings.broker, settings.broker_wait_seconds, health)
+    except BrokerUnreachable as exc:
+        log.error("giving up: %s", exc)
+        sys.exit(EXIT_BROKER_UNREACHABLE)
     app = build(settings)
     faust.Worker(app, loglevel=loglevel).execute_from_commandline()

@@ -160,10 +160,11 @@ def format_seconds(value: float) -> str:
 
 
 class _StepFailed(Exception):
-    def __init__(self, reason: str, log_tail: tuple[str, ...] = ()) -> None:
+    def __init__(self, reason: str, log_tail: tuple[str, ...] = (), retryable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.log_tail = log_tail
+        self.retryable = retryable      # a crash may pass on retry; a deadline or a bad spec will not
 
 
 class _Runner:
@@ -196,7 +197,7 @@ class _Runner:
                 self.write(RUNNING)
                 continue
             try:
-                self.outputs[step.name] = self.run_step(step)
+                self.outputs[step.name] = self.run_with_retries(step)
             except _StepFailed as failure:
                 self.phases[step.name] = FAILED
                 return self.finish(FAILED, failure.reason, failure.log_tail)
@@ -209,6 +210,28 @@ class _Runner:
         if any(self.phases[dep] == SKIPPED for dep in step.depends):
             return True
         return step.when is not None and not parse_condition(step.when).evaluate(self.outputs)
+
+    def run_with_retries(self, step: Step) -> dict[str, Any]:
+        """Exponential back-off between attempts; the last failure's reason names the count."""
+        for attempt in range(step.retries + 1):
+            try:
+                return self.run_step(step)
+            except _StepFailed as failure:
+                if not failure.retryable or self.cancelled or attempt == step.retries:
+                    if attempt:
+                        failure.reason += f" (after {attempt + 1} attempts)"
+                    raise
+                pause = step.retry_backoff_seconds * 2 ** attempt
+                print(f"step {step.name}: attempt {attempt + 1} failed ({failure.reason}); "
+                      f"retrying in {format_seconds(pause)}s", flush=True)
+                self.sleep(pause)
+        raise AssertionError("unreachable")
+
+    def sleep(self, seconds: float) -> None:
+        """A pause a cancel (SIGTERM) cuts short."""
+        deadline = time.monotonic() + seconds
+        while not self.cancelled and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
 
     def run_step(self, step: Step) -> dict[str, Any]:
         try:
@@ -229,7 +252,7 @@ class _Runner:
             reason = f"DeadlineExceeded: step {step.name} ran past {format_seconds(step.timeout_seconds)}s"
             raise _StepFailed(reason, tail_lines(log_path))
         if code != 0:
-            raise _StepFailed(_exit_reason(step.name, code), tail_lines(log_path))
+            raise _StepFailed(_exit_reason(step.name, code), tail_lines(log_path), retryable=True)
         return _read_outputs(step.name, outputs_path, log_path)
 
     def execute(self, step: Step, argv: tuple[str, ...], log_path: Path, outputs_path: Path) -> tuple[int, bool]:

@@ -48,7 +48,8 @@ _DNS_LABEL_RE = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*steps\.([a-z0-9-]+)\.outputs\.([A-Za-z0-9_][A-Za-z0-9_-]*)\s*\}\}")
 # Anything that starts like a step placeholder; used to reject typos instead of passing them through.
 _PLACEHOLDER_LIKE_RE = re.compile(r"\{\{\s*steps\.[^}]*\}?\}?")
-_STEP_KEYS = frozenset({"name", "command", "depends", "when", "env", "image", "timeout_seconds"})
+_STEP_KEYS = frozenset({"name", "command", "depends", "when", "env", "image", "timeout_seconds",
+                        "retries", "retry_backoff_seconds"})
 
 
 class PipelineError(ValueError):
@@ -75,6 +76,8 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
     image: str | None = None
     timeout_seconds: float | None = None
+    retries: int = 0                    # a failing step runs again up to this many times...
+    retry_backoff_seconds: float = 1.0  # ...after 1x, 2x, 4x... this pause
 
     def __post_init__(self) -> None:
         # Accept lists from YAML/JSON, but leave a bare string alone so validation can
@@ -95,6 +98,8 @@ class Step:
             "env": dict(self.env),
             "image": self.image,
             "timeout_seconds": self.timeout_seconds,
+            "retries": self.retries,
+            "retry_backoff_seconds": self.retry_backoff_seconds,
         }
 
     @classmethod

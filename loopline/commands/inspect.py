@@ -107,7 +107,8 @@ def _follow(settings: Settings, names: list[str], args) -> None:
     consumer = KafkaConsumer(bootstrap_servers=settings.broker, group_id=None,
                              enable_auto_commit=False, fetch_max_wait_ms=100)
     try:
-        tps = [tp for name in names for tp in _partitions(consumer, name)]
+        existing = consumer.topics()
+        tps = [tp for name in names for tp in _partitions(consumer, name, existing=existing)]
         consumer.assign(tps)
         consumer.seek_to_end(*tps)
         while True:

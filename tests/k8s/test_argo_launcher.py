@@ -152,11 +152,11 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
     runs.submit(ok)
     runs.submit(bad)
     fake.set_status(WORKFLOWS, NAMESPACE, ok.run_name, wf_status(ok.run_name, "Succeeded", [
-        node(ok.run_name, "evaluate", "Succeeded", {"accuracy": 0.91})]))
+        node(ok.run_name, "evaluate", "Succeeded", {"candidate_version": "3", "accuracy": 0.91})]))
     fake.set_status(WORKFLOWS, NAMESPACE, bad.run_name, wf_status(bad.run_name, "Failed", [
         node(bad.run_name, "prepare", "Failed", message="Error (exit code 1)")], message="child failed"))
     ctx = _Ctx({"argo": runs})
-    trainer = Trainer(ctx)
+    trainer = Trainer(ctx, {})
 
     def watched():
         asyncio.run(trainer.watch())
@@ -165,7 +165,7 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
     wait_for(watched)
     by_type = {type(data): data for data, _, _ in ctx.published}
     assert by_type[ev.TrainingSucceeded].idempotency_key == request_key(ok)
-    assert by_type[ev.TrainingSucceeded].outputs["evaluate"] == {"accuracy": 0.91}
+    assert by_type[ev.TrainingSucceeded].outputs["evaluate"] == {"candidate_version": "3", "accuracy": 0.91}
     assert by_type[ev.TrainingFailed].idempotency_key == request_key(bad)
     assert "step prepare: Error (exit code 1)" in by_type[ev.TrainingFailed].reason
     for name in (ok.run_name, bad.run_name):

@@ -197,12 +197,13 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
     ok, bad = launch_spec(), launch_spec(reason="drift")
     runs.submit(ok)
     runs.submit(bad)
-    job_pod(fake, ok.run_name, {"phase": SUCCEEDED, "outputs": {"evaluate": {"accuracy": 0.9}}})
+    job_pod(fake, ok.run_name, {"phase": SUCCEEDED,
+                                "outputs": {"evaluate": {"candidate_version": "3", "accuracy": 0.9}}})
     job_pod(fake, bad.run_name, {"phase": FAILED, "reason": "step prepare exited with code 1"}, log="no data")
     fake.set_status(JOBS, NAMESPACE, ok.run_name, complete())
     fake.set_status(JOBS, NAMESPACE, bad.run_name, failed())
     ctx = _Ctx({"kubernetes": runs})
-    trainer = Trainer(ctx)
+    trainer = Trainer(ctx, {})
 
     def watched():
         asyncio.run(trainer.watch())
@@ -212,7 +213,7 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
     by_type = {type(data): (data, model, cause) for data, model, cause in ctx.published}
     done, model, cause = by_type[ev.TrainingSucceeded]
     assert (done.idempotency_key, done.run_name, done.outputs) == (request_key(ok), ok.run_name,
-                                                                  {"evaluate": {"accuracy": 0.9}})
+                                                                  {"evaluate": {"candidate_version": "3", "accuracy": 0.9}})
     assert model == "classifier" and cause.id == json.loads(ok.env["LOOPLINE_REQUEST"])["id"]
     failure = by_type[ev.TrainingFailed][0]
     assert failure.idempotency_key == request_key(bad)

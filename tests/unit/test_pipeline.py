@@ -119,7 +119,7 @@ def test_pipeline_round_trips_through_json() -> None:
     ("data", "message"),
     [
         ({}, "a pipeline must be a mapping with a 'steps' list"),
-        ({"steps": [{"name": "a", "command": ["x"], "retries": 3}]}, "step 'a': unknown field(s) retries"),
+        ({"steps": [{"name": "a", "command": ["x"], "retry": 3}]}, "step 'a': unknown field(s) retry"),
         ({"steps": [{"name": "a"}]}, "step 'a': missing field(s) command"),
         ({"steps": ["a"]}, "a step must be a mapping, got str"),
         ({"steps": [{"name": "a", "command": "python x.py"}]}, "not a string"),
