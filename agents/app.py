@@ -43,6 +43,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     topics = opts.topics
     app = faust.App(
         opts.group, broker=f"{transport.SCHEME}://{opts.broker}", store="memory://",
+        datadir=opts.datadir,
         processing_guarantee="at_least_once", topic_partitions=topics.partitions,
         topic_allow_declare=True,   # Faust declares only its own changelog/leader topics
         consumer_auto_offset_reset="earliest", web_port=opts.web_port, web_bind=opts.web_bind,
@@ -50,12 +51,13 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
         broker_session_timeout=opts.session_timeout,
         broker_heartbeat_interval=opts.heartbeat_interval, producer_linger=0.0)
     app.fetch_max_wait_ms = opts.fetch_max_wait_ms
+    # Tables hold plain JSON values: no value_type, or Faust calls dict.from_data() at recovery.
     state = app.Table(state_table(opts.group), default=None, partitions=topics.partitions,
-                      key_type=str, value_type=dict)
+                      key_type=str)
     seen_commands = app.Table(f"{opts.group}-operator-seen", default=None,
-                              partitions=topics.partitions, key_type=str, value_type=dict)
+                              partitions=topics.partitions, key_type=str)
     launched = app.Table(f"{opts.group}-launched", default=None, partitions=topics.partitions,
-                         key_type=str, value_type=list)
+                         key_type=str)
     ctx = Context(app, opts, models, launchers, registry)
     trigger, trainer = Trigger(ctx, state), Trainer(ctx, launched)
     evaluator, deployer = Evaluator(ctx), Deployer(ctx)

@@ -31,6 +31,7 @@ class AppOptions:
     source: str = "loopline/worker"
     web_port: int = 6066
     broker_lost_seconds: float | None = 120.0   # exit 3 when Kafka has not answered this long
+    datadir: str = "faust-data"            # Faust's local table data (under the state dir)
     web_bind: str = "127.0.0.1"          # 0.0.0.0 in a pod, for the kubelet's probes
     rebalance_timeout: float = 4.0
     session_timeout: float = 10.0

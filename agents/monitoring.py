@@ -24,7 +24,7 @@ PAGE = "/loopline/monitoring"
 def install(app, ctx: Context, trigger, checker=None) -> dict:
     opts, topics, models = ctx.opts, ctx.opts.topics, ctx.models
     guard = MetricGuard(ctx, app.Table(guard_table(opts.group), default=None,
-                                       partitions=topics.partitions, key_type=str, value_type=dict))
+                                       partitions=topics.partitions, key_type=str))
     trigger.guard = guard
     tables = {}
     for size in sorted(window_sizes(models)):
@@ -32,7 +32,7 @@ def install(app, ctx: Context, trigger, checker=None) -> dict:
                     if getattr(m, "metrics", None) is not None and m.metrics.window_seconds == size)
         tables[size] = app.Table(
             f"{opts.group}-metric-windows-{size}s", default=None, partitions=topics.partitions,
-            value_type=dict,        # keys: (model|version, window range), JSON like the values
+            # no value_type: Faust would call dict.from_data() when it restores the changelog
         ).tumbling(size, expires=retention(size, grace) + size + 60.0)
     monitor, windows = DriftMonitor(ctx, checker), MetricWindows(ctx, tables)
     consume = ctx.edge.consume

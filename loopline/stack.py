@@ -78,12 +78,14 @@ class LocalStack:
 
     def __init__(self, state_dir: Path, config: Path, *, bootstrap: str | None = None,
                  prefix: str = "loopline", partitions: int = 4, serving: bool = False,
-                 mlflow_uri: str = "", extra_env: dict | None = None):
+                 mlflow_uri: str = "", extra_env: dict | None = None,
+                 observe: tuple[str, ...] | None = None):
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config, self.bootstrap, self.prefix = Path(config).resolve(), bootstrap, prefix
         self.partitions, self.with_serving, self.mlflow_uri = partitions, serving, mlflow_uri
         self.extra_env = extra_env or {}
+        self.observe = observe          # topic roles the observer reads (None: all; "clock" always)
         self._stack = ExitStack()
         self.serve_port = free_port()
         self.worker: Process | None = None
@@ -111,7 +113,9 @@ class LocalStack:
                                  mlflow_uri=self.mlflow_uri, group=f"{self.prefix}-worker",
                                  web_port=free_port())
         ensure_topics(self.bootstrap, self.settings.topics)
-        self.observer = self._stack.enter_context(Observer(self.bootstrap, self.settings.topics))
+        roles = None if self.observe is None else {"clock", *self.observe}
+        self.observer = self._stack.enter_context(Observer(self.bootstrap, self.settings.topics,
+                                                           roles=roles))
         self.worker = self.start_worker()
         self.wait_ready()
         if self.with_serving:

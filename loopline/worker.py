@@ -51,6 +51,7 @@ def build(settings: Settings):
         broker=settings.broker, group=settings.group, topics=settings.topics,
         source=settings.source, web_port=settings.web_port, web_bind=settings.web_bind,
         broker_lost_seconds=settings.broker_lost_seconds,
+        datadir=str(settings.state_dir.resolve() / "faust"),
         rebalance_timeout=settings.rebalance_timeout, session_timeout=settings.session_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         fetch_max_wait_ms=settings.fetch_max_wait_ms, tick_interval=settings.tick_interval,

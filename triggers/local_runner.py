@@ -21,6 +21,7 @@ Stdlib only: this process must start fast and not drag the worker's imports alon
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -45,6 +46,7 @@ from triggers.pipeline import (
 )
 
 SPEC_FILE = "spec.json"
+LOCK_FILE = "runner.lock"
 STATUS_FILE = "status.json"
 PID_FILE = "runner.pid"
 STEP_PID_FILE = "step.pid"
@@ -390,13 +392,32 @@ def _fail_without_spec(run_dir: Path, reason: str) -> int:
     return 1
 
 
+_LOCK_FD: int | None = None        # held for the runner's lifetime; the kernel drops it at exit
+
+
+def _own(run_dir: Path) -> bool:
+    """Take the run's lock: at most one runner per run, however many times it was started (a
+    launcher resuming a claim whose submitter died may race the original one)."""
+    global _LOCK_FD
+    fd = os.open(run_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _LOCK_FD = fd
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m triggers.local_runner RUN_DIR", file=sys.stderr)
         return 2
     run_dir = Path(args[0]).resolve()
-    write_pid_file(run_dir / PID_FILE, os.getpid())  # first: lets the launcher tell "dead" from "slow"
+    if not _own(run_dir):
+        return 0                                      # another runner already runs this run
+    write_pid_file(run_dir / PID_FILE, os.getpid())  # next: lets the launcher tell "dead" from "slow"
     try:
         spec = LaunchSpec.from_dict(json.loads((run_dir / SPEC_FILE).read_text()))
     except Exception as exc:  # noqa: BLE001 - any bad spec must end as a Failed run, not a hang

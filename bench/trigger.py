@@ -1,0 +1,198 @@
+"""Benchmark: trigger latency — a data-arrival event sent → its training request published.
+
+    python -m bench.trigger [--events 1000] [--rate 25] [--models 100]
+
+A real stack (embedded broker, worker process) with `models` models whose retrain policy asks
+for a training on every data event and whose pipeline is one trivial step (`true`). The bench
+sends `events` data-arrival events at a steady `rate`, round-robin over the models (a model
+still training is skipped, so every event should cause a request: one training in flight per
+model would otherwise coalesce it), and receives the `training.requested` records with its own
+aiokafka consumer.
+
+Measured: wall clock at send → wall clock when the bench's consumer receives the request whose
+`causationid` is the event's id. That is two broker hops (event to the worker, request to the
+bench) plus the worker's decision. Beside it, in the same run and on the same broker, a bare
+probe sends one small record per tick at the same rate through the same kind of producer and
+consumer: one hop, nothing decided. Also reported: send → the request's own `time` attribute
+(when the worker built it, i.e. one hop plus the decision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import deque
+from typing import Any
+
+from bench import common
+
+GOAL_P99_MS = 10.0
+GOAL_RATIO = 3.0
+
+
+def bench_models(count: int) -> list[dict]:
+    return [common.model(f"m{i:03d}", [{"name": "train", "command": ["true"]}])
+            for i in range(count)]
+
+
+def run(events: int = 1000, rate: float = 25.0, models: int = 100, settle: float = 2.0) -> dict[str, Any]:
+    with common.stack(bench_models(models), partitions=4) as s:
+        time.sleep(settle)                      # let the start-up (recovery, first ticks) pass
+        measured = asyncio.run(_measure(s, events, rate, [f"m{i:03d}" for i in range(models)]))
+        rss = common.rss_mb(s.worker.proc.pid)
+    trigger, probe = measured["trigger"], measured["probe"]
+    p99, bare = trigger["p99_ms"], probe["p99_ms"]
+    return {
+        "benchmark": "trigger", "events": events, "rate": rate, "models": models,
+        "machine": common.machine(), "trigger": trigger, "built": measured["built"], "probe": probe,
+        "requests": measured["requests"], "missing": measured["missing"],
+        "launched": measured["launched"], "worker_rss_mb": rss,
+        "ratio_p99": common.ratio(p99, bare),
+        "goals": {"p99_ms": GOAL_P99_MS, "ratio": GOAL_RATIO},
+        "holds": bool(p99 <= GOAL_P99_MS and (common.ratio(p99, bare) or 1e9) <= GOAL_RATIO
+                      and not measured["missing"]),
+    }
+
+
+async def _measure(s, events: int, rate: float, names: list[str], warmup: int = 20) -> dict[str, Any]:
+    from streams import events as ev
+    from streams.codec import build, encode
+
+    topics = s.settings.topics
+    probe_topic = f"{topics.prefix}.bench-probe"
+    _create_topic(s.bootstrap, probe_topic)
+    c = await common.consumer(s.bootstrap, [topics.training_requests, topics.training, probe_topic])
+    p = await common.producer(s.bootstrap)
+    sent: dict[str, float] = {}                 # data event id -> send time
+    probe_sent: dict[int, float] = {}
+    latency: dict[str, float] = {}
+    built: dict[str, float] = {}
+    probe: list[float] = []
+    busy: dict[str, float] = {}                 # model -> since (in flight)
+    free_at: dict[str, float] = {}              # model -> when its training ended
+    launched = 0
+    done = asyncio.Event()
+
+    async def receive():
+        nonlocal launched
+        while not done.is_set():
+            batch = await c.getmany(timeout_ms=100)
+            now = time.time()
+            for tp, records in batch.items():
+                for record in records:
+                    if tp.topic == probe_topic:
+                        at = probe_sent.get(json.loads(record.value)["i"])
+                        if at is not None:
+                            probe.append(now - at)
+                        continue
+                    doc = json.loads(record.value)
+                    if doc["type"] == ev.TrainingRequested.TYPE:
+                        cause = doc.get("causationid")
+                        if cause in sent:
+                            latency[cause] = now - sent[cause]
+                            built[cause] = _timestamp(doc["time"]) - sent[cause]
+                    elif doc["type"] == ev.TrainingStarted.TYPE:
+                        launched += 1
+                    elif doc["type"] in (ev.TrainingSucceeded.TYPE, ev.TrainingFailed.TYPE):
+                        busy.pop(doc["subject"], None)
+                        free_at[doc["subject"]] = now
+
+    order = deque(names)
+
+    async def send(i: int):
+        now = time.time()
+        for _ in range(len(order)):
+            name = order[0]
+            order.rotate(-1)
+            # Not in flight, and its end seen a while ago (the trigger reads it from another topic).
+            if name not in busy and now - free_at.get(name, 0.0) > 0.5:
+                break
+        else:
+            return                              # every model busy: skip this tick (reported)
+        event = build(ev.DataArrived(uri=f"file:///bench/{name}/b{i}.parquet", rows=1,
+                                     version=f"b{i}"), name, source="bench/trigger")
+        value = encode(event)
+        busy[name] = now
+        sent[event.id] = time.time()
+        await p.send(topics.data, value, key=name.encode(),
+                     headers=[("content-type", b"application/cloudevents+json")])
+        probe_sent[i] = time.time()
+        await p.send(probe_topic, json.dumps({"i": i, "pad": "x" * 200}).encode(), key=b"probe")
+
+    try:
+        await common.wait_assigned(c)
+        receiver = asyncio.ensure_future(receive())
+        await common.steady(warmup, rate, send)             # first launches, metadata, caches
+        deadline = time.monotonic() + 10
+        while len(latency) < len(sent) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        sent.clear(), latency.clear(), built.clear(), probe.clear(), probe_sent.clear()
+        launched = 0
+        await common.steady(events, rate, lambda i: send(warmup + i))
+        deadline = time.monotonic() + 15
+        while (len(latency) < len(sent) or len(probe) < len(probe_sent)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        done.set()
+        await receiver
+    finally:
+        await p.stop()
+        await c.stop()
+    return {"trigger": common.summary_ms(latency.values()), "built": common.summary_ms(built.values()),
+            "probe": common.summary_ms(probe), "requests": len(latency),
+            "missing": len(sent) - len(latency), "launched": launched}
+
+
+def _timestamp(text: str) -> float:
+    from streams.envelope import parse_time
+
+    return parse_time(text)
+
+
+def _create_topic(bootstrap: str, name: str) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, 1, 1)])
+    finally:
+        admin.close()
+
+
+def show(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"trigger latency: {result['requests']:,} requests from {result['events']:,} "
+                        f"data events at {result['rate']:g}/s over {result['models']} models")
+    for column in ("path", "n", "p50", "p99", "max"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    rows = (("event sent → request received (bench consumer)", result["trigger"]),
+            ("event sent → request built (its `time`, in the worker)", result["built"]),
+            ("bare aiokafka probe: sent → received", result["probe"]))
+    for name, row in rows:
+        table.add_row(name, str(row["n"]), f"{row['p50_ms']:.1f} ms", f"{row['p99_ms']:.1f} ms",
+                      f"{row['max_ms']:.1f} ms")
+    console = Console()
+    console.print(table)
+    console.print(f"p99 ratio to the bare probe: {result['ratio_p99']}x; runs launched: "
+                  f"{result['launched']}; events without a request: {result['missing']}; "
+                  f"worker RSS after: {result['worker_rss_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=25.0)
+    parser.add_argument("--models", type=int, default=100)
+    args = parser.parse_args(argv)
+    result = run(args.events, args.rate, args.models)
+    show(result)
+    print(f"wrote {common.write_result('trigger', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Workers die and the broker freezes while events flow: every event still leads to exactly
+one training request, and no idempotency key is launched twice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from loopline.stack import REPO, LocalStack
+from streams import events as ev
+from streams.broker import free_port
+from streams.codec import build
+from streams.publisher import Publisher
+from tests.faults.invariants import assert_nothing_lost_nothing_doubled, unrequested
+
+pytestmark = pytest.mark.slow
+
+MODELS = [f"m{i}" for i in range(6)]
+
+
+def write_models(path):
+    """Six models (spread over the partitions), each trained by a step that fails at once:
+    the test is about the flow of events, not about training."""
+    path.write_text(yaml.safe_dump({"models": [{
+        "name": name,
+        "pipeline": {"workdir": str(REPO), "steps": [
+            {"name": "evaluate", "command": ["python", "-c", "raise SystemExit(1)"]}]},
+        "retrain": {"min_new_rows": 100}} for name in MODELS]}))
+    return path
+
+
+def stream_events(stack: LocalStack, count: int, per_second: float, sent: set) -> threading.Thread:
+    def run():
+        with Publisher(stack.bootstrap, stack.settings.topics, retries=10) as publisher:
+            for i in range(count):
+                model = MODELS[i % len(MODELS)]
+                event = build(ev.DataArrived(uri=f"file:///data/{model}/{i}.parquet", rows=100,
+                                             version=f"b{i}"), model, source="tests/stream")
+                publisher.send(event)
+                sent.add(event.key)
+                time.sleep(1 / per_second)
+            publisher.flush(60)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_all_requested(stack: LocalStack, sent: set, timeout: float) -> None:
+    stack.observer.wait_for(lambda o: not unrequested(o, sent), timeout,
+                            "every event to lead to a training request")
+    time.sleep(3)                           # time for a wrong duplicate to show up, if any
+
+
+def readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=3) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_a_worker_killed_and_restarted_mid_stream_loses_and_doubles_nothing(tmp_path, bootstrap, prefix):
+    with LocalStack(tmp_path / "state", write_models(tmp_path / "loopline.yaml"), bootstrap=bootstrap,
+                    prefix=prefix, partitions=4,
+                    extra_env={"LOOPLINE_SESSION_TIMEOUT": "6"}) as stack:
+        second = stack.start_worker("worker-2")
+        stack.wait_ready(worker=second)
+        sent: set = set()
+        producer = stream_events(stack, 120, 15, sent)
+        time.sleep(2)
+        second.kill()                                   # SIGKILL mid-stream
+        time.sleep(2)
+        second.restart()
+        producer.join(60)
+        wait_all_requested(stack, sent, 120)
+        assert len(sent) == 120
+        assert_nothing_lost_nothing_doubled(stack.observer, sent, stack.state_dir / "runs")
+
+
+def test_a_frozen_broker_delays_but_loses_nothing(tmp_path, prefix):
+    with LocalStack(tmp_path / "state", write_models(tmp_path / "loopline.yaml"), prefix=prefix,
+                    partitions=2) as stack:
+        sent: set = set()
+        producer = stream_events(stack, 60, 10, sent)
+        time.sleep(2)
+        stack.broker.pause()                            # SIGSTOP for 20 s while events flow
+        try:
+            not_ready = [readyz(stack.worker.web_port) for _ in range(8) if not time.sleep(1)]
+            time.sleep(12)
+        finally:
+            stack.broker.resume()
+        producer.join(90)
+        wait_all_requested(stack, sent, 120)
+        assert 503 in not_ready, f"/readyz during the freeze: {not_ready}"
+        assert readyz(stack.worker.web_port) == 200
+        stack.worker.check()                            # it rode the outage out, no restart
+        assert_nothing_lost_nothing_doubled(stack.observer, sent, stack.state_dir / "runs")
+
+
+def test_a_worker_started_without_a_broker_waits_then_exits_non_zero(tmp_path):
+    port, web = free_port(), free_port()
+    config = write_models(tmp_path / "loopline.yaml")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "LOOPLINE_BROKER": f"127.0.0.1:{port}",
+           "LOOPLINE_CONFIG": str(config), "LOOPLINE_STATE_DIR": str(tmp_path / "state"),
+           "LOOPLINE_WEB_PORT": str(web), "LOOPLINE_BROKER_WAIT_SECONDS": "6"}
+    started = time.monotonic()
+    worker = subprocess.Popen([sys.executable, "-m", "loopline.cli", "worker"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(2.5)
+    health = {path: readyz(web) if path == "/readyz" else
+              urllib.request.urlopen(f"http://127.0.0.1:{web}{path}", timeout=3).status
+              for path in ("/livez", "/readyz")}
+    output, _ = worker.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+
+    assert worker.returncode == 3, output
+    assert health == {"/livez": 200, "/readyz": 503}
+    assert f"Kafka at 127.0.0.1:{port} is not reachable" in output
+    assert "giving up" in output and "retrying in" in output
+    assert 6 <= elapsed < 30
+    body = json.dumps(health)
+    assert "503" in body
