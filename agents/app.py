@@ -7,7 +7,8 @@
     evaluator agent TrainingSucceeded → gate → ModelEvaluated (+ ModelPromoted)
     deployer agent  ModelPromoted, operator promote/rollback, RollbackRequested → registry alias → Deployment*
     drift agent     data batches, prediction log → DriftChecker port (process pool) → DriftDetected
-    windows agent   feedback → tumbling windowed tables → MetricReported (agents.monitoring)
+    metric windows  feedback, in batches (a plain aiokafka consumer task, agents.batch) →
+                    tumbling windows → MetricReported (agents.monitoring, agents.windows)
     metric guard    (in the trigger) MetricReported, Deployment* → retrain signal or RollbackRequested
 
 Every handler publishes its result and waits for the ack before returning, so the offset is

@@ -1,7 +1,8 @@
 """Wiring of the monitoring half of the loop: drift monitor, metric windows, metric guard.
 
     drift agent     data.arrived + prediction.logged → DriftChecker port → drift.detected
-    windows agent   feedback.received (+ clock ticks to close windows) → metric.reported
+    metric windows  feedback.received, in batches (agents.batch: a plain aiokafka consumer in
+                    the worker, not a Faust agent: 100k+ records/s) → metric.reported
     metric guard    metric.reported + deployment.status, inside the trigger → retrain signal
                     (reason "metric") or rollback.requested (to the deployer)
 
@@ -13,10 +14,11 @@ the drift checks' counts, so "why did nothing retrain?" has an answer without re
 
 from __future__ import annotations
 
+from agents.batch import BatchConsumer
 from agents.context import Context
 from agents.drift import DriftMonitor
 from agents.guard import MetricGuard, guard_table
-from agents.windows import MetricWindows, retention, window_sizes
+from agents.windows import MetricWindows
 
 PAGE = "/loopline/monitoring"
 
@@ -26,16 +28,15 @@ def install(app, ctx: Context, trigger, checker=None) -> dict:
     guard = MetricGuard(ctx, app.Table(guard_table(opts.group), default=None,
                                        partitions=topics.partitions, key_type=str))
     trigger.guard = guard
-    tables = {}
-    for size in sorted(window_sizes(models)):
-        grace = max(m.metrics.grace_seconds for m in models.values()
-                    if getattr(m, "metrics", None) is not None and m.metrics.window_seconds == size)
-        tables[size] = app.Table(
-            f"{opts.group}-metric-windows-{size}s", default=None, partitions=topics.partitions,
-            # no value_type: Faust would call dict.from_data() when it restores the changelog
-        ).tumbling(size, expires=retention(size, grace) + size + 60.0)
-    monitor, windows = DriftMonitor(ctx, checker), MetricWindows(ctx, tables)
+    monitor, windows = DriftMonitor(ctx, checker), MetricWindows(ctx)
     consume = ctx.edge.consume
+    feedback = BatchConsumer(
+        bootstrap=opts.broker, group=f"{opts.group}-metric-windows", topics=[topics.feedback],
+        # Windows are seconds long: no need to poll an idle feedback topic every 10 ms (each
+        # idle fetch costs the worker and the broker CPU); a busy topic is fetched back to back.
+        handler=windows, fetch_max_wait_ms=max(opts.fetch_max_wait_ms, 100),
+        rebalance_timeout=opts.rebalance_timeout, session_timeout=opts.session_timeout,
+        heartbeat_interval=opts.heartbeat_interval, client_id=f"{opts.group}-metric-windows")
 
     def raw(*names: str):
         return app.topic(*names, value_type=bytes, key_type=bytes, value_serializer="raw",
@@ -45,9 +46,9 @@ def install(app, ctx: Context, trigger, checker=None) -> dict:
     async def drift_agent(stream):
         await consume(stream, monitor.handle, owns={topics.predictions})
 
-    @app.agent(raw(topics.feedback, topics.clock), name="metric-windows")
-    async def windows_agent(stream):
-        await consume(stream, windows.handle, owns={topics.feedback})
+    @app.task
+    async def metric_windows():         # always: it owns the topic (dead-letters what is bad)
+        await feedback.run()
 
     @app.page(PAGE)
     async def monitoring_page(web, request):

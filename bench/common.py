@@ -26,7 +26,9 @@ import yaml
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
-FETCH_MAX_WAIT_MS = 10          # the worker's default (LOOPLINE_FETCH_MAX_WAIT_MS); probes use it too
+# The worker's fetch wait (LOOPLINE_FETCH_MAX_WAIT_MS, inherited by the bench's worker): the bare
+# probes use the same value, so a ratio compares like with like.
+FETCH_MAX_WAIT_MS = int(os.environ.get("LOOPLINE_FETCH_MAX_WAIT_MS") or 10)
 
 
 # --- the machine --------------------------------------------------------------------------------

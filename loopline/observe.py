@@ -24,7 +24,8 @@ class Observer:
         self.from_beginning = from_beginning
         # Only these topic roles (None: all). A benchmark watching 100k events/s would spend
         # its own CPU decoding them here, next to the worker it measures.
-        self.names = [n for n, spec in topics.all().items() if roles is None or spec.role in roles]
+        wanted = None if roles is None else {r.replace("_", "-") for r in roles}
+        self.names = [n for n, spec in topics.all().items() if wanted is None or spec.role in wanted]
         self.events: list[Decoded] = []
         self.dead_letters: list[DeadLetter] = []
         self.cond = threading.Condition()

@@ -44,12 +44,13 @@ def docker_kafka():
 
 
 @pytest.fixture(scope="session")
-def bootstrap(request):
+def bootstrap(request, tmp_path_factory):
     choice = request.config.getoption("--broker")
     if choice == "embedded":
         from streams.broker import EmbeddedBroker
 
-        with EmbeddedBroker() as broker:
+        log = tmp_path_factory.mktemp("broker") / "tansu.log"
+        with EmbeddedBroker(log_path=log) as broker:
             yield broker.bootstrap
     elif choice == "docker":
         with docker_kafka() as kafka:

@@ -11,6 +11,8 @@ worker needs to know later is a file in RUN_DIR:
     step.pid                      pid + start ticks of the step running now (for clean-up)
     steps/<step>.log              the step's stdout+stderr
     steps/<step>.outputs.json     the JSON object the step writes to $LOOPLINE_OUTPUTS
+    steps/<step>.times.json       {"started_at", "finished_at"}: when its process started and
+                                  ended (wall clock; what the step itself took, incl. start-up)
     reported                      marker: the terminal status was acknowledged (launcher)
 
 Steps run one at a time in topological order, as argv lists (never a shell), each
@@ -245,7 +247,10 @@ class _Runner:
         log_path = self.steps_dir / f"{step.name}.log"
         outputs_path = self.steps_dir / f"{step.name}.outputs.json"
         print(f"step {step.name}: starting {argv!r}", flush=True)
+        started = time.time()
         code, timed_out = self.execute(step, argv, log_path, outputs_path)
+        atomic_write_json(self.steps_dir / f"{step.name}.times.json",
+                          {"started_at": started, "finished_at": time.time()})
         print(f"step {step.name}: finished code={code} timed_out={timed_out}", flush=True)
         if self.cancelled:
             raise _StepFailed("cancelled", tail_lines(log_path))

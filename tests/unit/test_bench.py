@@ -1,0 +1,99 @@
+"""Every benchmark runs on a small size and reports well-formed numbers (not timed: the goals are
+`make bench`'s business, on a quiet machine, not the test suite's)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import common
+
+pytestmark = pytest.mark.slow
+
+
+def finite(*values) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values)
+
+
+def well_formed_latency(row: dict, n: int | None = None) -> None:
+    assert set(row) == {"n", "p50_ms", "p99_ms", "max_ms", "mean_ms"}
+    assert finite(row["p50_ms"], row["p99_ms"], row["max_ms"], row["mean_ms"])
+    assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    if n is not None:
+        assert row["n"] == n
+
+
+def test_quantiles_and_summaries():
+    values = [i / 1000 for i in range(1, 1001)]                 # 1 ms .. 1000 ms
+    row = common.summary_ms(values)
+    assert (row["n"], row["p50_ms"], row["p99_ms"], row["max_ms"]) == (1000, 500.0, 990.0, 1000.0)
+    assert math.isnan(common.summary_ms([])["p50_ms"])
+    assert common.ratio(6.0, 3.0) == 2.0 and common.ratio(1.0, 0.0) is None
+
+
+def test_trigger_benchmark():
+    result = bench_main.QUICK["trigger"]()
+    json.dumps(result)
+    sent = result["sent"]               # a tick with every model still training sends nothing
+    assert 20 <= sent <= 40 and result["requests"] == sent and result["missing"] == 0
+    well_formed_latency(result["trigger"], sent)
+    well_formed_latency(result["received"], sent)
+    well_formed_latency(result["probe"], sent)
+    assert result["trigger"]["p50_ms"] <= result["received"]["p50_ms"]     # one hop < two hops
+    assert result["launched"] >= sent - 5 and finite(result["ratio_p99"], result["worker_rss_mb"])
+    assert isinstance(result["holds"], bool)
+
+
+def test_launch_benchmark():
+    result = bench_main.QUICK["launch"]()
+    json.dumps(result)
+    stages = result["stages"]
+    for name in ("request", "submitted", "runner", "step"):
+        well_formed_latency(stages[name], 3)
+    assert stages["request"]["p50_ms"] <= stages["submitted"]["p50_ms"] <= stages["step"]["p50_ms"]
+    well_formed_latency(result["bare_interpreter"], 3)
+    assert result["launch"] == stages["step"] and isinstance(result["holds"], bool)
+
+
+def test_throughput_benchmark():
+    result = bench_main.QUICK["throughput"]()
+    json.dumps(result)
+    assert result["bare"]["records"] == 20_000 and result["bare"]["per_second"] > 0
+    ours = result["loopline"]
+    assert ours["counted"] == ours["counted_in_windows"] == 20_000        # nothing lost
+    assert ours["windows_reported"] >= 4 and ours["per_second"] > 0
+    assert finite(result["ratio"], ours["worker_rss_max_mb"]) and isinstance(result["holds"], bool)
+
+
+def test_loop_benchmark():
+    result = bench_main.QUICK["loop"]()
+    json.dumps(result)
+    assert [r["version"] for r in result["runs"]] == ["1", "2"]
+    for row in result["runs"]:
+        assert finite(row["total_s"], row["step_s"]) and row["step_s"] < row["total_s"]
+        assert row["overhead_s"] == pytest.approx(row["total_s"] - row["step_s"], abs=0.002)
+        assert finite(*row["stages_s"].values())
+        assert sum(row["stages_s"].values()) == pytest.approx(row["total_s"], abs=0.01)
+    assert result["overhead_s"] == result["runs"][1]["overhead_s"]
+    assert isinstance(result["holds"], bool)
+
+
+def test_memory_benchmark():
+    result = bench_main.QUICK["memory"]()
+    json.dumps(result)
+    assert 50 < result["idle_mb"] <= result["load_peak_mb"]
+    assert any("drift" in name for name in result["children_idle_mb"])      # the Evidently pool
+    assert isinstance(result["holds"], bool)
+
+
+def test_the_summary_has_one_row_per_goal_and_survives_a_failed_benchmark(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    plan = {name: (lambda: (_ for _ in ()).throw(RuntimeError("boom"))) for name in bench_main.QUICK}
+    monkeypatch.setattr(bench_main, "QUICK", plan)
+    assert bench_main.main(["--quick", "--only", "launch,memory"]) == 1
+    summary = json.loads((tmp_path / "summary-latest.json").read_text())
+    assert [r["benchmark"] for r in summary["rows"]] == ["launch", "memory"]
+    assert all(r["measured"] == "failed" and "boom" in r["note"] for r in summary["rows"])
