@@ -24,7 +24,7 @@ PAGE = "/loopline/monitoring"
 
 
 def install(app, ctx: Context, trigger, checker=None) -> dict:
-    opts, topics, models = ctx.opts, ctx.opts.topics, ctx.models
+    opts, topics = ctx.opts, ctx.opts.topics
     guard = MetricGuard(ctx, app.Table(guard_table(opts.group), default=None,
                                        partitions=topics.partitions, key_type=str))
     trigger.guard = guard

@@ -95,21 +95,12 @@ class Trigger:
 
     async def tick(self) -> None:
         """Clock ticks go through the topic, not straight to the table, so that the state is
-        only ever written inside the agent that owns its partition.
-
-        Only a model with a time rule (cooldown, staleness, in-flight timeout) needs them:
-        without one, every decision is made on an event, and a tick a second per model is
-        pure load (100 models: 100 events a second through this agent, in the way of the
-        data events). One model is ticked regardless, so whoever watches the topic sees the
-        leader's clock run."""
-        names = [name for name, model in self.ctx.models.items() if _uses_time(model.retrain)]
-        for name in names or list(self.ctx.models)[:1]:
+        only ever written inside the agent that owns its partition. Every model is ticked, also
+        one without a time rule: a tick's publish flushes Faust's producer buffer, which holds
+        the table's changelog writes, so `loopline status` sees fresh state within a second
+        (without ticks the writes waited for the next commit; a test caught that)."""
+        for name in self.ctx.models:
             await self.ctx.publish(ev.ClockTicked(), name, None)
-
-
-def _uses_time(policy: p.RetrainPolicy) -> bool:
-    return bool(policy.cooldown_seconds > 0 or policy.max_staleness_seconds is not None
-                or policy.in_flight_timeout_seconds is not None)
 
 
 def _outcome(decision: p.Decision, before: p.ModelState, after: p.ModelState) -> str:

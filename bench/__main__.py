@@ -106,7 +106,7 @@ def show_summary(rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
     for row in rows:
         holds = {True: "[green]✓[/]", False: "[red]✗[/]", None: "—"}[row["holds"]]
         table.add_row(row["goal"], row["measured"], row["baseline"], row["ratio"], holds)
-    console = Console()
+    console = Console(width=max(Console().width, 130))
     console.print(table)
     for row in rows:
         if row.get("note"):

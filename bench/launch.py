@@ -2,10 +2,10 @@
 
     python -m bench.launch [--launches 20]
 
-A real stack (embedded broker, worker, local launcher) with one model whose pipeline is one
-Python step whose first line records `time.time()` into its outputs. The bench sends a data
-event, waits for the run to end, reads the step's first-line time from the run directory, and
-goes again, `launches` times. Where the time goes, per launch (wall clock, one machine):
+A real stack (embedded broker, worker, local launcher) with one model per launch whose pipeline
+is one Python step whose first line records `time.time()` into its outputs. The bench sends a
+data event, waits for the run to end, reads the step's first-line time from the run directory,
+and goes again, `launches` times (plus one warm-up). Where the time goes, per launch (wall clock, one machine):
 
     request built      the training request's `time` (trigger agent decided)
     run submitted      the TrainingStarted event's `time` (trainer agent: submit returned)
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,11 @@ def run(launches: int = 20, settle: float = 2.0) -> dict[str, Any]:
     from streams.codec import build
     from streams.publisher import Publisher
 
-    models = [common.model(MODEL, [{"name": "train", "command": common.python_step(STEP)}])]
+    # One model per launch: a model still busy with the previous run would coalesce the event
+    # into a follow-up (one training in flight per model), and that is not what is measured.
+    names = [f"{MODEL}{i:02d}" for i in range(launches + 1)]
+    models = [common.model(name, [{"name": "train", "command": common.python_step(STEP)}])
+              for name in names]
     stages: dict[str, list[float]] = {k: [] for k in ("request", "submitted", "runner", "step")}
     with common.stack(models, observe=("training", "training_requests")) as s, \
             Publisher(s.bootstrap, s.settings.topics) as bus:
@@ -52,7 +55,7 @@ def run(launches: int = 20, settle: float = 2.0) -> dict[str, Any]:
         observer = s.observer
         for i in range(launches + 1):                       # the first one warms up
             event = build(ev.DataArrived(uri=f"file:///bench/launch/b{i}.parquet", rows=1,
-                                         version=f"b{i}"), MODEL, source="bench/launch")
+                                         version=f"b{i}"), names[i], source="bench/launch")
             sent = time.time()
             bus.publish(event)
             request = observer.wait_for(lambda o: [d for d in o.of_type(ev.TrainingRequested.TYPE)
@@ -72,7 +75,6 @@ def run(launches: int = 20, settle: float = 2.0) -> dict[str, Any]:
             stages["submitted"].append(started.event.timestamp - sent)
             stages["runner"].append(runner - sent)
             stages["step"].append(first_line - sent)
-            time.sleep(0.3)                 # the trigger reads the run's end from another topic
     bare = _bare_interpreter(launches)
     step = common.summary_ms(stages["step"])
     return {

@@ -61,15 +61,19 @@ def run(loops: int = 4, timeout: float = 120.0) -> dict[str, Any]:
                                          version=f"b{i}"), MODEL, source="bench/loop")
             sent = time.time()
             bus.publish(event)
+            # Its request, or (if the trigger had not yet seen the previous run end) the
+            # follow-up that coalesced it: either names the event among its causes.
             request = observer.wait_for(lambda o: [d for d in o.of_type(ev.TrainingRequested.TYPE)
-                                                   if d.event.causationid == event.id], 30,
+                                                   if event.key in d.data.causes], 60,
                                         "the training request")[0]
             chain = request.event.correlationid
-            done = observer.wait_for(lambda o: [d for d in o.events if d.event.correlationid == chain
-                                                and d.event.type in (ev.DeploymentDone.TYPE,
-                                                                     ev.TrainingFailed.TYPE,
-                                                                     ev.DeploymentRefused.TYPE)],
-                                     timeout, "the deployment")[0]
+
+            def after_request(o):           # a follow-up shares its chain with the last run
+                return [d for d in o.events[o.events.index(request):] if d.event.correlationid == chain]
+
+            done = observer.wait_for(lambda o: [d for d in after_request(o) if d.event.type in (
+                ev.DeploymentDone.TYPE, ev.TrainingFailed.TYPE, ev.DeploymentRefused.TYPE)],
+                timeout, "the deployment")[0]
             if done.event.type != ev.DeploymentDone.TYPE:
                 raise RuntimeError(f"loop {i} ended with {done.event.type}: {done.data}")
             version = done.data.version
@@ -80,7 +84,8 @@ def run(loops: int = 4, timeout: float = 120.0) -> dict[str, Any]:
                     raise TimeoutError(f"serving never answered with v{version}")
                 time.sleep(0.01)
             answered = time.time()
-            of = {d.event.type: d for d in observer.events if d.event.correlationid == chain}
+            with observer.cond:
+                of = {d.event.type: d for d in reversed(after_request(observer))}   # first of each
             succeeded = of[ev.TrainingSucceeded.TYPE]
             times = json.loads((s.state_dir / "runs" / succeeded.data.run_name / "steps" /
                                 "train.times.json").read_text())          # written by the runner

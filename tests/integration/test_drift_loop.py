@@ -144,7 +144,7 @@ def test_drift_and_metric_triggers_end_to_end(tmp_path, bootstrap, prefix):
         for event in burst:
             bus.send(event)
         bus.flush()
-        v2 = deployed("2")
+        deployed("2")
         web = int(stack.worker.env["LOOPLINE_WEB_PORT"])
         status = wait(lambda: (s := get(web, "/loopline/monitoring")[MODEL])["retrain"]["suppressed"] >= 19
                       and s, 30, "19 suppressed drift signals")
@@ -187,8 +187,10 @@ def test_drift_and_metric_triggers_end_to_end(tmp_path, bootstrap, prefix):
         assert rolled.data.from_version == "3" and rolled.event.causationid == rollback.event.id
         assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
         assert [r.data.reason for r in of(ev.TrainingRequested.TYPE)] == ["data", "drift", "metric"]
-        guard = get(web, "/loopline/monitoring")[MODEL]["metric_guard"]
-        assert guard["champion"] == "2" and guard["rollback_requested"] is None
+        # the guard learns of the rollback from the deployment topic, a moment after the registry
+        guard = wait(lambda: (g := get(web, "/loopline/monitoring")[MODEL]["metric_guard"])["champion"] == "2"
+                     and g, 30, "the guard to see the rollback")
+        assert guard["rollback_requested"] is None
 
         # 6. the prediction log: 2000 rows far from v2's reference (f0 +3) -> drift, origin predictions
         wait_serving(stack, "2", rows)
