@@ -72,7 +72,7 @@ def requests(stack: LocalStack) -> list:
     return stack.observer.of_type(ev.TrainingRequested.TYPE, MODEL)
 
 
-def wait_verified(stack: LocalStack, command_id: str, timeout: float = 20) -> None:
+def wait_verified(stack: LocalStack, command_id: str, timeout: float = 60) -> None:
     stack.observer.wait_for(
         lambda o: sum(d.event.id == command_id for d in o.events) >= 2, timeout,
         f"command {command_id} on the verified topic")
@@ -120,7 +120,7 @@ def test_operator_signed_retrain_starts_a_training_and_bad_commands_start_nothin
     letters = stack.observer.wait_for(
         lambda o: [d for d in o.dead_letters if d.topic == topics.operator] if len(
             [d for d in o.dead_letters if d.topic == topics.operator]) >= 4 else None,
-        20, "four dead-lettered commands")
+        60, "four dead-lettered commands")
     from streams.codec import decode
     reasons = {decode(d.value, d.headers).event.id: d.reason for d in letters}
     assert set(reasons) == set(bad)
@@ -140,7 +140,7 @@ def test_operator_pause_suppresses_data_triggers_and_resume_retrains_once(env, c
     idle(stack)
     code, out = cli(env["cli"], "publish", "pause", "--model", MODEL, "--reason", "incident 42")
     assert code == 0, out
-    state = wait_state(stack, lambda s: s.paused, 20, "paused")
+    state = wait_state(stack, lambda s: s.paused, 60, "paused")
     suppressed_before, requests_before = state.suppressed, len(requests(stack))
 
     commands_before = len(stack.observer.of_type(ev.OperatorCommand.TYPE))
@@ -151,7 +151,7 @@ def test_operator_pause_suppresses_data_triggers_and_resume_retrains_once(env, c
 
     arrivals = [data_event(i, tmp_path / "data") for i in range(3)]      # 500 rows each, bar 500
     publish(stack, *arrivals)
-    state = wait_state(stack, lambda s: s.suppressed >= suppressed_before + 3, 20, "3 suppressed")
+    state = wait_state(stack, lambda s: s.suppressed >= suppressed_before + 3, 60, "3 suppressed")
     assert state.suppressed == suppressed_before + 3 and state.pending == ("data",)
     assert len(requests(stack)) == requests_before
 
@@ -165,7 +165,7 @@ def test_operator_pause_suppresses_data_triggers_and_resume_retrains_once(env, c
 
     code, out = cli(env["cli"], "publish", "resume", "--model", MODEL, "--reason", "incident resolved")
     assert code == 0, out
-    followup = stack.observer.wait_for(lambda o: requests(stack)[requests_before:], 20,
+    followup = stack.observer.wait_for(lambda o: requests(stack)[requests_before:], 60,
                                        "the pending retrain")[0]
     assert followup.data.reason == "followup:data"
     assert set(followup.data.causes) == {a.key for a in arrivals}
@@ -183,7 +183,7 @@ def test_operator_dlq_replay_processes_a_command_after_its_key_is_added(env, cli
     assert code == 0, out
     command_id = out.split()[2]
     stack.observer.wait_for(lambda o: [d for d in o.dead_letters if b"carol-1" in (d.value or b"")],
-                            20, "carol's command to be dead-lettered")
+                            60, "carol's command to be dead-lettered")
     listed = cli.json(env["cli"], "dlq", "list", "--model", MODEL)
     entry = next(row for row in listed if row["event_id"] == command_id)
     assert entry["error"] == "CommandRejected" and "unknown operator key id 'carol-1'" in entry["reason"]
@@ -195,7 +195,7 @@ def test_operator_dlq_replay_processes_a_command_after_its_key_is_added(env, cli
     assert code == 0, out
     assert f"replayed dead letter {entry['id']}" in out
     request = stack.observer.wait_for(
-        lambda o: [d for d in requests(stack) if d.event.causationid == command_id], 20,
+        lambda o: [d for d in requests(stack) if d.event.causationid == command_id], 60,
         "the replayed command's training request")[0]
     assert request.data.reason == "manual"
 
@@ -212,7 +212,7 @@ def test_operator_dlq_replay_processes_a_command_after_its_key_is_added(env, cli
     topics = stack.settings.topics
     with Publisher(stack.bootstrap, topics) as publisher:
         publisher.send_raw(topics.data, b'{"rows": 500', key=MODEL.encode()).get(10)
-    stack.observer.wait_for(lambda o: [d for d in o.dead_letters if d.value == b'{"rows": 500'], 20,
+    stack.observer.wait_for(lambda o: [d for d in o.dead_letters if d.value == b'{"rows": 500'], 60,
                             "the broken data record to be dead-lettered")
     broken = next(row for row in cli.json(env["cli"], "dlq", "list") if row["topic"] == topics.data)
     assert "not JSON" in broken["reason"] and broken["type"] is None
@@ -221,7 +221,7 @@ def test_operator_dlq_replay_processes_a_command_after_its_key_is_added(env, cli
     code, out = cli(env["cli"], "dlq", "replay", broken["id"], "--file", str(tmp_path / "fixed.json"))
     assert code == 0, out
     stack.observer.wait_for(lambda o: [d for d in requests(stack) if d.event.causationid == fixed.id],
-                            20, "the fixed data event's training request")
+                            60, "the fixed data event's training request")
 
 
 def test_operator_metrics_endpoint_parses_and_has_every_metric(env):
