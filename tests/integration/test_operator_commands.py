@@ -33,8 +33,8 @@ from tests.integration.operator_harness import (
 )
 
 # serial: `make test` runs this module after the parallel part. Under load the pause test's
-# third data event does not show in the trigger's changelog even after 60 s (seen in 4 runs,
-# also alone next to a loaded machine; passes on a quiet one). Until the cause is found, the
+# third data event does not show in the trigger's changelog even after 60 s (seen in 5 runs,
+# also alone on a quiet machine; it passed alone earlier the same day). Until it is found, the
 # pause test and the two that share its stack's state after it are expected to fail, not
 # required to pass: see the closing note of issue 5.
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
