@@ -20,6 +20,7 @@ from typing import Iterable
 from agents.policies import ModelState
 from streams.codec import Decoded, DecodeError, decode
 from streams.deadletter import DeadLetter
+from streams.offsets import end_offsets
 from streams.topics import Topics
 
 REPLAY_HEADER = "loopline.replay.of"          # on a re-published record: "deadletter:<p>:<o>"
@@ -94,8 +95,7 @@ def read_records(bootstrap: str, topics: Iterable[str], timeout: float = 30.0,
         tps = [tp for topic in topics for tp in _partitions(consumer, topic, existing=existing)]
         if not tps:
             return []
-        ends = consumer.end_offsets(tps)
-        consumer.assign(tps)
+        ends = end_offsets(consumer, tps)
         consumer.seek_to_beginning(*tps)
         out: list[Record] = []
         deadline = time.monotonic() + timeout
@@ -120,10 +120,9 @@ def fetch(bootstrap: str, topic: str, partition: int, offset: int, timeout: floa
         tp = TopicPartition(topic, partition)
         if tp not in _partitions(consumer, topic):
             return None
-        end, start = consumer.end_offsets([tp])[tp], consumer.beginning_offsets([tp])[tp]
+        end, start = end_offsets(consumer, [tp])[tp], consumer.beginning_offsets([tp])[tp]
         if not start <= offset < end:
             return None
-        consumer.assign([tp])
         consumer.seek(tp, offset)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

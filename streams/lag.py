@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from streams.offsets import end_offsets
+
 
 @dataclass(frozen=True)
 class PartitionLag:
@@ -62,7 +64,7 @@ class LagProbe:
         if not tps:
             return []
         committed = self.committed()
-        ends = self.consumer.end_offsets(tps)
+        ends = end_offsets(self.consumer, tps)
         beginnings = self.consumer.beginning_offsets(tps)
         return [PartitionLag(tp.topic, tp.partition, committed.get((tp.topic, tp.partition)),
                              int(ends.get(tp) or 0), int(beginnings.get(tp) or 0)) for tp in tps]
