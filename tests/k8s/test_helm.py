@@ -120,6 +120,24 @@ def test_credentials_are_secret_references_and_the_chart_creates_no_secret():
     assert not any("SASL" in name or name.startswith("MLFLOW_TRACKING_P") for name in default_env)
 
 
+def test_operator_keys_come_from_an_existing_secret_mounted_where_the_worker_reads_them():
+    def worker(values: dict) -> dict:
+        return next(d for d in by_kind(manifests(values), "Deployment")
+                    if d["metadata"]["name"].endswith("-worker"))["spec"]["template"]["spec"]
+
+    spec = worker(FULL)
+    container = spec["containers"][0]
+    path = next(e["value"] for e in container["env"] if e["name"] == "LOOPLINE_OPERATOR_KEYS")
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    secret = next(v for v in spec["volumes"] if v["name"] == mount["name"])["secret"]
+    assert secret["secretName"] == "loopline-operator-keys"
+    assert secret["items"] == [{"key": "operators.yaml", "path": path[len(mount["mountPath"]) + 1:]}]
+    default = worker({})
+    assert "LOOPLINE_OPERATOR_KEYS" not in {e["name"] for e in default["containers"][0]["env"]}
+    assert not [v for v in default["volumes"] if "secret" in v]
+
+
 def test_serving_is_a_deployment_behind_a_service():
     docs = manifests(FULL)
     (service,) = by_kind(docs, "Service")
