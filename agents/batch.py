@@ -1,12 +1,18 @@
 """A batch consumer inside the Faust worker, for the high-volume topics (feedback).
 
 Why not a Faust agent: Faust's per-message bookkeeping caps an agent at ~16k records/s on this
-machine, with Records, raw bytes or `stream.take()` alike, while a plain aiokafka consumer parses
-~300k/s. Control events (a few per second, each a decision) stay in Faust agents; telemetry
-(labelled predictions, thousands per second, only counted) goes through this: a plain
-aiokafka consumer in its own consumer group, run as a task of the same worker, that hands a
-whole `getmany` batch (up to `max_records`) to a handler and commits what the handler says is
-safe, after the handler has published its results.
+machine, with Records, raw bytes or `stream.take()` alike. Why librdkafka (confluent-kafka) and
+not aiokafka: aiokafka builds every record in Python (~8 µs each here, as much as decoding it),
+librdkafka fetches and unpacks in its own C threads; `bench.throughput` measured 2.5x the bare
+aiokafka consume+parse rate through this consumer. Control events (a few per second, each a
+decision) stay in Faust agents; telemetry (labelled predictions, thousands per second, only
+counted) goes through this: a consumer in its own consumer group, run as a task of the same
+worker, that hands a whole batch (up to `max_records`) to a handler and commits what the
+handler says is safe, after the handler has published its results.
+
+librdkafka's calls block, so they run on one thread of their own (`consume` waits there, the
+event loop does not); rebalance callbacks fire inside `consume`, on that thread, while the loop
+is awaiting it, so they never race the handler.
 
 The handler decides the commit position per partition (see `BatchHandler.process`): the
 windows handler commits only up to the first record of its oldest open window, so a crash
@@ -21,17 +27,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Protocol
 
 log = logging.getLogger("loopline.batch")
 
+TP = tuple[str, int]                          # (topic, partition): the key of a batch
+
+
+class Record:
+    """One consumed record, with the attributes the handlers and the dead-letter writer read."""
+    __slots__ = ("topic", "partition", "offset", "key", "value", "headers")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None, headers: list | None):
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value, self.headers = key, value, headers or []
+
 
 class BatchHandler(Protocol):
-    async def process(self, batch: Mapping[Any, list], now: float,
-                      caught_up: Mapping[Any, bool]) -> Mapping[Any, int]:
-        """Handle records (by TopicPartition); return {tp: offset safe to commit}."""
+    async def process(self, batch: Mapping[TP, list[Record]], now: float,
+                      caught_up: Mapping[TP, bool]) -> Mapping[TP, int]:
+        """Handle records (by (topic, partition)); return {tp: offset safe to commit}."""
 
-    def revoked(self, partitions) -> None:
+    def revoked(self, partitions: list[TP]) -> None:
         """These partitions went to another worker: forget their state."""
 
 
@@ -45,52 +64,62 @@ class BatchConsumer:
         self.timeouts = (rebalance_timeout, session_timeout, heartbeat_interval)
         self.client_id = client_id
         self.records = 0                      # consumed, for /metrics and the status page
-        self.consumer = None
 
     def _new_consumer(self):
-        from aiokafka import AIOKafkaConsumer
+        from confluent_kafka import Consumer
 
         rebalance, session, heartbeat = self.timeouts
-        return AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=self.bootstrap, group_id=self.group,
-            client_id=self.client_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.fetch_max_wait_ms, max_partition_fetch_bytes=8 << 20,
-            fetch_max_bytes=64 << 20, rebalance_timeout_ms=int(rebalance * 1000),
-            session_timeout_ms=int(session * 1000), heartbeat_interval_ms=int(heartbeat * 1000),
-            max_poll_interval_ms=300_000)
+        return Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": self.group,
+            "client.id": self.client_id, "enable.auto.commit": False,
+            "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": self.fetch_max_wait_ms, "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 8 << 20, "queued.max.messages.kbytes": 32 << 10,
+            # librdkafka sends max.poll.interval.ms as the JoinGroup's rebalance timeout, and
+            # a broker may hold a join that long (Tansu does): it is the rebalance timeout.
+            # The loop calls consume() between batches, far more often than that.
+            "max.poll.interval.ms": max(int(rebalance * 1000), int(session * 1000)),
+            "session.timeout.ms": int(session * 1000),
+            "heartbeat.interval.ms": int(heartbeat * 1000)}, logger=log)
 
     async def run(self) -> None:
         """Consume until cancelled (the worker stopping)."""
-        from aiokafka import ConsumerRebalanceListener
+        from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
-        handler = self.handler
-        committed: dict[Any, int] = {}
-        positions: dict[Any, int] = {}      # next offset after the newest record seen
+        handler, loop = self.handler, asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(1, thread_name_prefix=self.client_id)
+        committed: dict[TP, int] = {}
+        positions: dict[TP, int] = {}       # next offset after the newest record seen
+        assignment: set[TP] = set()
 
-        class Listener(ConsumerRebalanceListener):
-            async def on_partitions_revoked(self, revoked):
-                handler.revoked(revoked)
-                for tp in revoked:
-                    positions.pop(tp, None)
-                    committed.pop(tp, None)
+        def call(fn, *args):
+            return loop.run_in_executor(thread, fn, *args)
 
-            async def on_partitions_assigned(self, assigned):
-                pass
+        def assigned(_, partitions):        # on the consumer's thread, inside consume()
+            assignment.update((p.topic, p.partition) for p in partitions)
 
-        consumer = self.consumer = self._new_consumer()
-        consumer.subscribe(self.topics, listener=Listener())
-        await consumer.start()
+        def revoked(_, partitions):
+            gone = [(p.topic, p.partition) for p in partitions]
+            handler.revoked(gone)
+            for tp in gone:
+                assignment.discard(tp)
+                positions.pop(tp, None)
+                committed.pop(tp, None)
+
+        consumer = await call(self._new_consumer)
+        consumer.subscribe(self.topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
         backoff = 0.5
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=self.idle_ms, max_records=self.max_records)
-                assignment = consumer.assignment()
+                messages = await call(consumer.consume, self.max_records, self.idle_ms / 1000)
+                batch = self._batch(messages)
                 for tp, records in batch.items():
                     positions[tp] = records[-1].offset + 1
                 caught_up = {}
                 for tp in assignment:
-                    high, position = consumer.highwater(tp), positions.get(tp)
-                    caught_up[tp] = high is None or position is None or position >= high
+                    _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                    position = positions.get(tp)
+                    caught_up[tp] = high < 0 or position is None or position >= high
                 try:
                     safe = await handler.process(batch, time.time(), caught_up)
                 except asyncio.CancelledError:
@@ -99,26 +128,46 @@ class BatchConsumer:
                     log.exception("batch of %d records failed; replaying from the last commit",
                                   sum(len(r) for r in batch.values()))
                     handler.revoked(list(batch))
-                    for tp in batch:
-                        if tp in assignment:
-                            positions.pop(tp, None)
-                            offset = await consumer.committed(tp)
-                            if offset is None:     # nothing committed yet: from the start
-                                await consumer.seek_to_beginning(tp)
-                            else:
-                                consumer.seek(tp, offset)
+                    again = [tp for tp in batch if tp in assignment]
+                    for tp in again:
+                        positions.pop(tp, None)
+                    if again:
+                        stored = await call(consumer.committed, [TopicPartition(*tp) for tp in again])
+                        for tp in stored:      # nothing committed yet (negative): from the start
+                            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                            await call(consumer.seek, TopicPartition(tp.topic, tp.partition, offset))
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
                 backoff = 0.5
                 self.records += sum(len(r) for r in batch.values())
                 offsets = {tp: off for tp, off in safe.items()
-                           if tp in consumer.assignment() and committed.get(tp) != off}
+                           if tp in assignment and committed.get(tp) != off}
                 if offsets:
                     try:
-                        await consumer.commit(offsets)
+                        # shielded: a worker stopping now still commits what was handled
+                        # (a cancelled executor call would otherwise never run)
+                        await asyncio.shield(call(lambda: consumer.commit(
+                            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                            asynchronous=False)))
                         committed.update(offsets)
-                    except Exception as exc:  # noqa: BLE001 - a rebalance in between: replayed
+                    except KafkaException as exc:  # a rebalance in between: replayed
                         log.warning("commit of %s failed (%s): the next owner replays", offsets, exc)
         finally:
-            await consumer.stop()
+            await asyncio.shield(call(consumer.close))
+            thread.shutdown(wait=False)
+
+    @staticmethod
+    def _batch(messages: list) -> dict[TP, list[Record]]:
+        """librdkafka's messages by partition, errors (end of partition and such) logged."""
+        batch: dict[TP, list[Record]] = {}
+        for m in messages:
+            if m.error() is not None:
+                log.warning("consumer: %s", m.error())
+                continue
+            tp = (m.topic(), m.partition())
+            records = batch.get(tp)
+            if records is None:
+                records = batch[tp] = []
+            records.append(Record(tp[0], tp[1], m.offset(), m.key(), m.value(), m.headers()))
+        return batch

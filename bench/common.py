@@ -256,3 +256,34 @@ def probe_parse_rate(bootstrap: str, topic: str, count: int, max_records: int = 
                 "per_second": round(timed / elapsed) if elapsed else None}
 
     return asyncio.run(go())
+
+
+def probe_parse_rate_librdkafka(bootstrap: str, topic: str, count: int, max_records: int = 20_000) -> dict:
+    """The same bare consume + parse through librdkafka (confluent-kafka, the client of the
+    worker's feedback consumer): one consumer, `consume(max_records)`, json.loads each."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-bare-{uuid.uuid4().hex[:8]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": FETCH_MAX_WAIT_MS, "fetch.max.bytes": 64 << 20,
+                  "max.partition.fetch.bytes": 8 << 20})
+    c.subscribe([topic])
+    seen, timed, checksum, started = 0, 0, 0, None
+    deadline = time.monotonic() + 120
+    try:
+        while seen < count and time.monotonic() < deadline:
+            messages = c.consume(max_records, 1.0)
+            for m in messages:
+                if m.error() is None:
+                    checksum += len(json.loads(m.value()))
+            seen += len(messages)
+            if started is None:
+                if messages:       # the clock starts after the first batch (join, metadata)
+                    started = time.perf_counter()
+            else:
+                timed += len(messages)
+        elapsed = time.perf_counter() - started if started else 0.0
+    finally:
+        c.close()
+    return {"records": seen, "timed_records": timed, "seconds": round(elapsed, 3),
+            "per_second": round(timed / elapsed) if elapsed else None}

@@ -7,7 +7,9 @@
 embedded broker first. Then, same broker, same records:
 
 - bare: one aiokafka consumer reads them all from the beginning (`getmany`, 20,000 a call) and
-  `json.loads` each: what parsing alone costs on this machine;
+  `json.loads` each: what parsing alone costs on this machine (the goal's baseline);
+- bare librdkafka: the same through confluent-kafka, the client of the worker's feedback
+  consumer (`agents.batch`): what that client plus json.loads costs, for context;
 - loopline: the worker starts and its metric-window consumer aggregates them into 1-second
   tumbling windows per model and version (decoded and validated, scored, folded, windows
   reported, offsets committed). The rate is read from the worker's own counter
@@ -112,6 +114,7 @@ def run(events: int = 300_000, models: int = 8, partitions: int = 4, timeout: fl
         asyncio.run(load(broker.bootstrap, topics.feedback, partitions, records(events, models)))
         loaded = time.perf_counter() - started
         bare = common.probe_parse_rate(broker.bootstrap, topics.feedback, events)
+        bare_librdkafka = common.probe_parse_rate_librdkafka(broker.bootstrap, topics.feedback, events)
         with common.stack(bench_models(models), bootstrap=broker.bootstrap, prefix=prefix,
                           partitions=partitions, observe=("metrics",)) as s:
             samples, rss = [], []
@@ -142,6 +145,8 @@ def run(events: int = 300_000, models: int = 8, partitions: int = 4, timeout: fl
     return {
         "benchmark": "throughput", "events": events, "models": models, "partitions": partitions,
         "machine": common.machine(), "load_seconds": round(loaded, 2), "bare": bare,
+        "bare_librdkafka": bare_librdkafka,
+        "ratio_librdkafka": common.ratio(per_second, bare_librdkafka["per_second"] or 0),
         "loopline": {"per_second": per_second, "counted": int(total), "seconds": round(t1 - t0, 3),
                      "windows_reported": windows, "counted_in_windows": in_windows,
                      "worker_rss_max_mb": round(max(rss), 1) if rss else None},
@@ -162,14 +167,20 @@ def show(result: dict[str, Any]) -> None:
     for column in ("path", "events/s", "seconds", "notes"):
         table.add_column(column, justify="left" if column in ("path", "notes") else "right")
     bare, ours = result["bare"], result["loopline"]
-    table.add_row("bare aiokafka consume + json.loads", f"{bare['per_second']:,}", f"{bare['seconds']:.2f}", "")
+    table.add_row("bare aiokafka consume + json.loads", f"{bare['per_second']:,}", f"{bare['seconds']:.2f}",
+                  "the goal's baseline")
+    other = result.get("bare_librdkafka")
+    if other:
+        table.add_row("bare librdkafka consume + json.loads", f"{other['per_second']:,}",
+                      f"{other['seconds']:.2f}", "the worker's feedback client, bare")
     table.add_row("loopline metric windows (decode, score, aggregate, report, commit)",
                   f"{ours['per_second']:,}", f"{ours['seconds']:.2f}",
                   f"{ours['windows_reported']} windows, {ours['counted_in_windows']:,} counted in them; "
                   f"worker RSS max {ours['worker_rss_max_mb']} MB")
     console = Console()
     console.print(table)
-    console.print(f"ratio to bare: {result['ratio']}x (goal >= {GOAL_RATIO}x and >= {GOAL_PER_SECOND:,}/s)")
+    console.print(f"ratio to bare aiokafka: {result['ratio']}x (goal >= {GOAL_RATIO}x and >= "
+                  f"{GOAL_PER_SECOND:,}/s); to bare librdkafka: {result.get('ratio_librdkafka')}x")
 
 
 def main(argv: list[str] | None = None) -> int:

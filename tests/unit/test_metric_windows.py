@@ -172,10 +172,10 @@ def test_the_batch_consumer_replays_a_failed_batch_and_commits_what_the_handler_
 
     class Handler:
         def __init__(self):
-            self.calls, self.seen, self.done = 0, [], asyncio.Event()
+            self.calls, self.seen, self.done, self.revocations = 0, [], asyncio.Event(), []
 
-        def revoked(self, partitions):
-            self.seen.clear()
+        def revoked(self, partitions):      # after the failure, and when the consumer closes
+            self.revocations.append(list(partitions))
 
         async def process(self, batch, now, caught_up):
             records = [r for rs in batch.values() for r in rs]
@@ -198,7 +198,8 @@ def test_the_batch_consumer_replays_a_failed_batch_and_commits_what_the_handler_
 
     first = Handler()
     asyncio.run(consume(first, f"{prefix}-g"))
-    assert first.calls >= 2 and sorted(first.seen) == list(range(10))
+    assert first.calls >= 2 and sorted(first.seen) == list(range(10))    # all of them, once
+    assert [(topic, 0)] in first.revocations      # the failed batch's partition state dropped
     second = Handler()
     second.calls = 1                                       # no failure this time
     second.done = None
