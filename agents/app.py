@@ -7,7 +7,7 @@
     evaluator agent TrainingSucceeded → gate → ModelEvaluated (+ ModelPromoted)
     deployer agent  ModelPromoted, operator promote/rollback, RollbackRequested → registry alias → Deployment*
     drift agent     data batches, prediction log → DriftChecker port (process pool) → DriftDetected
-    metric windows  feedback, in batches (a plain aiokafka consumer task, agents.batch) →
+    metric windows  feedback, in batches (a librdkafka consumer task, agents.batch) →
                     tumbling windows → MetricReported (agents.monitoring, agents.windows)
     metric guard    (in the trigger) MetricReported, Deployment* → retrain signal or RollbackRequested
 

@@ -1,8 +1,8 @@
 """Wiring of the monitoring half of the loop: drift monitor, metric windows, metric guard.
 
     drift agent     data.arrived + prediction.logged → DriftChecker port → drift.detected
-    metric windows  feedback.received, in batches (agents.batch: a plain aiokafka consumer in
-                    the worker, not a Faust agent: 100k+ records/s) → metric.reported
+    metric windows  feedback.received, in batches (agents.batch: a librdkafka consumer in
+                    the worker, not a Faust agent: ~4x an agent's rate) → metric.reported
     metric guard    metric.reported + deployment.status, inside the trigger → retrain signal
                     (reason "metric") or rollback.requested (to the deployer)
 

@@ -70,10 +70,11 @@ def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
         r = results["throughput"]
         rows.append({"benchmark": "throughput", "goal": "metric events >= 100,000/s and >= 0.3x bare",
                      "measured": f"{r['loopline']['per_second']:,}/s",
-                     "baseline": f"bare consume+parse {r['bare']['per_second']:,}/s",
+                     "baseline": f"bare aiokafka consume+parse {r['bare']['per_second']:,}/s",
                      "ratio": f"{r['ratio']}x", "holds": r["holds"],
                      "note": f"{r['events']:,} events; all in windows: "
-                             f"{r['loopline']['counted_in_windows'] == r['events']}"})
+                             f"{r['loopline']['counted_in_windows'] == r['events']}; bare librdkafka "
+                             f"{(r.get('bare_librdkafka') or {}).get('per_second') or 0:,}/s"})
     if "loop" in results and not failed("loop", "data event → promoted model answers, minus the step, <= 2 s"):
         r = results["loop"]
         rows.append({"benchmark": "loop", "goal": "data event → promoted model answers, minus the step, <= 2 s",
