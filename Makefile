@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile   # 2 cores: the suite mostly waits on processes
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile   # 2 cores: the suite mostly waits on processes
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -130,6 +130,8 @@ def run(events: int = 300_000, models: int = 8, partitions: int = 4, timeout: fl
             total = samples[-1][1]
             moving = [(t, n) for t, n in samples if n > 0]
             (t0, n0), (t1, n1) = moving[0], moving[-1]
+            if t1 <= t0 and len(samples) > len(moving):    # all of it between two samples:
+                t0, n0 = samples[-len(moving) - 1]         # from the last sample before (a floor)
             rate = (n1 - n0) / (t1 - t0) if t1 > t0 else None
 
             def reported() -> int:

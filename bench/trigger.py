@@ -135,8 +135,9 @@ async def _measure(s, events: int, rate: float, names: list[str], warmup: int = 
         sent.clear(), latency.clear(), built.clear(), probe.clear(), probe_sent.clear()
         launched = 0
         await common.steady(events, rate, lambda i: send(warmup + i))
-        deadline = time.monotonic() + 15
-        while (len(latency) < len(sent) or len(probe) < len(probe_sent)) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 15      # every request, probe record and launch seen
+        while (len(latency) < len(sent) or len(probe) < len(probe_sent)
+               or launched < len(sent)) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         done.set()
         await receiver

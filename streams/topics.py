@@ -73,3 +73,10 @@ class Topics:
 
     def spec_of(self, topic: str) -> TopicSpec | None:
         return self.all().get(topic)
+
+    def partition_of(self, key: str) -> int:
+        """The partition a record keyed `key` lands on: Kafka's default partitioner (murmur2),
+        which kafka-python, aiokafka and librdkafka's `murmur2_random` all use for a key."""
+        from kafka.partitioner.default import murmur2
+
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions

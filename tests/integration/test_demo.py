@@ -11,7 +11,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_the_loop_and_summarises(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "loopline.cli", "demo", "--batches", "6",
+    # 4 batches: two trainings (one promoted, one rejected), ~25 s each on a slow day here; the
+    # drift half of the story (batch 4 on) is tests/integration/test_drift_loop.py's.
+    out = subprocess.run([sys.executable, "-m", "loopline.cli", "demo", "--batches", "4",
                           "--state-dir", str(tmp_path / "demo")],
                          capture_output=True, text=True, timeout=400,
                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
