@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -10,13 +12,34 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
+def kill_all_with_home(home) -> None:
+    """SIGKILL every process whose environment has HOME=`home`: the demo and all it started."""
+    marker = f"HOME={home}".encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            continue                                  # gone already, or not ours to read
+
+
 def test_demo_runs_the_loop_and_summarises(tmp_path):
     # 4 batches: two trainings (one promoted, one rejected), ~25 s each on a slow day here; the
     # drift half of the story (batch 4 on) is tests/integration/test_drift_loop.py's.
-    out = subprocess.run([sys.executable, "-m", "loopline.cli", "demo", "--batches", "4",
-                          "--state-dir", str(tmp_path / "demo")],
-                         capture_output=True, text=True, timeout=400,
-                         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    # If it overruns, everything it started goes too: a plain kill of the demo once left its
+    # broker and serving endpoint running (their own sessions), eating CPU for the rest of the suite.
+    demo = subprocess.Popen([sys.executable, "-m", "loopline.cli", "demo", "--batches", "4",
+                             "--state-dir", str(tmp_path / "demo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    try:
+        stdout, stderr = demo.communicate(timeout=280)
+    except subprocess.TimeoutExpired:
+        kill_all_with_home(tmp_path)
+        stdout, stderr = demo.communicate()
+        pytest.fail(f"the demo overran 280 s:\n{stdout[-3000:]}{stderr[-3000:]}")
+    out = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     for phrase in ("data.arrived", "training.requested", "model.evaluated", "deployment.done",

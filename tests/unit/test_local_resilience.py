@@ -61,7 +61,10 @@ def test_a_second_runner_for_the_same_run_exits_without_running_anything(launche
     wait_terminal(launcher, spec.run_name)
     from triggers import local_runner
     run_dir = launcher.runs_dir / spec.run_name
-    assert local_runner._own(run_dir)                       # this process now holds the lock...
+    deadline = time.monotonic() + 15             # the runner reports, then exits and unlocks
+    while not local_runner._own(run_dir):
+        assert time.monotonic() < deadline, "the finished runner never released its lock"
+        time.sleep(0.05)                                    # this process now holds the lock...
     other = subprocess.run([sys.executable, "-m", "triggers.local_runner", str(run_dir)],
                            capture_output=True, timeout=30)
     assert other.returncode == 0                            # ...so another runner leaves at once
