@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Protocol
+from typing import Mapping, Protocol
 
 log = logging.getLogger("loopline.batch")
 
