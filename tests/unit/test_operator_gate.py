@@ -32,11 +32,9 @@ TOPICS = Topics("t", 2)
 class Producer:
     def __init__(self):
         self.sent: list[tuple[str, bytes]] = []
-        self.partitions: list[int | None] = []      # as asked for, one per send
 
     async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
         self.sent.append((topic, value))
-        self.partitions.append(partition)
 
     def events(self, topic: str) -> list:
         return [decode(value).event for t, value in self.sent if t == topic]
@@ -156,43 +154,3 @@ def test_a_manual_retrain_still_works_while_paused(ctx):
 def test_the_state_changelog_name_is_fausts():
     assert state_table("g") == "g-model-state"
     assert state_changelog("g") == "g-g-model-state-changelog"      # <app id>-<table>-changelog
-
-
-def test_a_partition_tick_stands_for_exactly_the_models_on_its_partition(tmp_path):
-    """The worker ticks each clock partition once a second, not each model: a tick on partition
-    p runs the time rules of the models whose events land on p, and of no other."""
-    names = ["clf", "churn", "fraud", "ltv", "ranker", "spam"]
-    raw = {"models": [{"name": name, "retrain": {"min_new_rows": 1, "in_flight_timeout_seconds": 0.1},
-                       "pipeline": {"steps": [{"name": "evaluate", "command": ["true"]}]}}
-                      for name in names]}
-    models = config.parse(raw, tmp_path / "loopline.yaml")
-    ctx = Context(SimpleNamespace(producer=Producer()), AppOptions(broker="-", group="g", topics=TOPICS),
-                  models, {}, registry=None)
-    table: dict = {}
-    trigger = Trigger(ctx, table)
-    on = {p: trigger.models_on(p) for p in range(TOPICS.partitions)}
-    assert sorted(sum(on.values(), [])) == sorted(names) and all(on.values())    # each once
-    assert all(TOPICS.partition_of(name) == p for p, group in on.items() for name in group)
-    for name in names:
-        run(trigger.handle(decode(encode(build(ev.DataArrived(uri="file:///b", rows=5, version="v1"),
-                                               name, source="tests")))))
-    assert all(table[name]["in_flight"] for name in names)
-    time.sleep(0.15)                                # past every in-flight timeout
-
-    def tick(partition: int):
-        event = build(ev.ClockTicked(partition=partition), "*", source="tests")
-        run(trigger.handle(decode(encode(event))))
-
-    tick(0)
-    assert {name for name in names if table[name]["in_flight"] is None} == set(on[0])
-    tick(1)
-    assert all(table[name]["in_flight"] is None for name in names)
-
-
-def test_the_worker_ticks_every_partition_of_the_clock_topic_once(ctx):
-    run(Trigger(ctx, {}).tick())
-    producer = ctx.app.producer
-    ticks = [(decode(value), partition) for (topic, value), partition
-             in zip(producer.sent, producer.partitions) if topic == TOPICS.clock]
-    assert sorted(partition for _, partition in ticks) == list(range(TOPICS.partitions))
-    assert all(d.data.partition == partition and d.event.subject == "*" for d, partition in ticks)
