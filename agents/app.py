@@ -26,6 +26,7 @@ import faust
 from agents import health
 from agents import metrics as metrics_mod
 from agents import monitoring
+from agents import rebalance
 from agents import transport
 from agents.context import AppOptions, Context
 from agents.deployer import Deployer
@@ -52,6 +53,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
         broker_session_timeout=opts.session_timeout,
         broker_heartbeat_interval=opts.heartbeat_interval, producer_linger=0.0)
     app.fetch_max_wait_ms = opts.fetch_max_wait_ms
+    rebalance.fix_buffer_clearing(app)          # else a rebalance can hang or lose records
     # Tables hold plain JSON values: no value_type, or Faust calls dict.from_data() at recovery.
     state = app.Table(state_table(opts.group), default=None, partitions=topics.partitions,
                       key_type=str)

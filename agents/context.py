@@ -60,8 +60,11 @@ class Context:
             raise PermanentError(f"unknown model {event.subject!r} (not in loopline.yaml)")
         return model
 
+    def event(self, data: ev.EventData, model: str, cause: CloudEvent | None) -> CloudEvent:
+        return build(data, model, source=self.opts.source, cause=cause)
+
     async def publish(self, data: ev.EventData, model: str, cause: CloudEvent | None) -> CloudEvent:
-        event = build(data, model, source=self.opts.source, cause=cause)
+        event = self.event(data, model, cause)
         await self.edge.publish(event)
         return event
 

@@ -1,10 +1,17 @@
 """The trigger agent: data, drift, operator, clock and training outcomes → training requests.
 
 It keeps one `ModelState` per model in a Faust table (changelogged, so it survives restarts)
-and hands every event to the pure `decide_retrain` reducer. The request is published before
-the new state is stored: a crash in between redelivers the event, the reducer decides the same
-request with the same idempotency key, and the trainer's run name makes the second launch a
-no-op. The reverse order could remember an event whose request was never sent.
+and hands every event to the pure `decide_retrain` reducer.
+
+A request goes out through an outbox: the new state is stored together with the request, the
+changelog is flushed, and only then is the request published. Why not publish first and store
+after (as this agent once did): the trigger reads several topics, and after a crash the events
+since the last stored state are replayed in another interleaving. A request built from
+{e1, e2} could already be out while the replay builds {e1, e2, e3}: one event in two trainings
+(the worker-kill fault test caught it). With the outbox, a request that is out is always in the
+stored state, so a replay finds it in flight; a request stored but not yet out (a crash between
+flush and publish) is sent again by whichever worker next handles that model, with the same
+event id and idempotency key, and the trainer's run name makes a second launch a no-op.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from agents import policies as p
 from agents.context import Context
 from streams import events as ev
 from streams.codec import Decoded
-from streams.envelope import CloudEvent
+from streams.envelope import CloudEvent, utc_now
 
 log = logging.getLogger("loopline.trigger")
+
+OUTBOX = "outbox"      # table field beside the ModelState's: the request that state decided
 
 
 def state_table(group: str) -> str:
@@ -36,6 +45,7 @@ class Trigger:
     def __init__(self, ctx: Context, table, guard=None):
         self.ctx, self.table = ctx, table
         self.guard = guard          # agents.guard.MetricGuard: metric windows and deployments
+        self.sent: dict[str, str] = {}   # model -> idempotency key this process has published
 
     def state(self, model: str) -> p.ModelState:
         raw = self.table.get(model)
@@ -44,6 +54,7 @@ class Trigger:
     async def handle(self, d: Decoded) -> None:
         event, model = d.event, self.ctx.model(d.event)
         stored = state = self.state(model.name)
+        await self._send_stranded(model.name, stored)
         if self.guard is not None and isinstance(d.data, self.guard.HANDLES):
             signal = await self.guard.handle(d, model)     # a bad metric window, or None
         else:
@@ -57,13 +68,17 @@ class Trigger:
         if isinstance(d.data, ev.DataArrived):
             metrics.note_data(event.key, event.timestamp)
         if isinstance(decision, p.TrainRequest):
-            request = await self.ctx.publish(ev.TrainingRequested(
+            request = self.ctx.event(ev.TrainingRequested(
                 idempotency_key=decision.idempotency_key, reason=decision.reason,
                 causes=list(decision.causes), data_uris=[b.uri for b in decision.batches],
                 data_versions=[b.version for b in decision.batches], rows=decision.rows),
                 model.name, event)
+            self.table[model.name] = {**new_state.to_dict(), OUTBOX: request.to_dict()}
+            await self.ctx.app.producer.flush()          # stored before it is out: see above
+            await self._send(model.name, request)
             metrics.note_request(request.correlationid, decision.causes)
-            log.info("%s: training requested (%s)", model.name, decision.reason)
+            log.info("%s: training requested (%s): %s", model.name, decision.reason,
+                     decision.idempotency_key)
         elif not isinstance(signal, p.Tick):
             log.info("%s: %s", model.name, decision.reason)
         if isinstance(decision, p.TrainRequest) or not isinstance(signal, p.Tick):
@@ -71,8 +86,26 @@ class Trigger:
         metrics.trainings_in_flight.labels(model.name).set(1 if new_state.in_flight else 0)
         # Compared with what is stored, not with `state`: after pause/resume `state` is already
         # the new one, and a tick that changes nothing more must still store it.
-        if new_state != stored:                        # most ticks change nothing: no write
+        if not isinstance(decision, p.TrainRequest) and new_state != stored:  # most ticks: no write
             self.table[model.name] = new_state.to_dict()
+
+    async def _send_stranded(self, model: str, state: p.ModelState) -> None:
+        """Publish the stored request of a worker that died between storing and sending it.
+        Only while it is still the training in flight, and once per process: a later write
+        drops the outbox, and a request that was out already is a no-op for the trainer."""
+        raw = self.table.get(model) or {}
+        outbox = raw.get(OUTBOX)
+        if outbox is None or state.in_flight is None or self.sent.get(model) == state.in_flight:
+            return
+        request = CloudEvent.from_dict(outbox)
+        if request.data.get("idempotency_key") == state.in_flight:
+            log.info("%s: sending the stored request %s again", model, state.in_flight)
+            await self._send(model, request)
+
+    async def _send(self, model: str, request: CloudEvent) -> None:
+        # `time` says when it went out (the trigger bench measures up to it); id and key stay.
+        await self.ctx.edge.publish(replace(request, time=utc_now()))
+        self.sent[model] = request.data["idempotency_key"]
 
     @staticmethod
     def signal(event: CloudEvent, data: ev.EventData, state: p.ModelState):

@@ -23,6 +23,13 @@ def unrequested(observer: Observer, event_keys: set[str]) -> set[str]:
     return event_keys - covered
 
 
+def unstarted(observer: Observer) -> set[str]:
+    """Requested idempotency keys the trainer has not answered with a TrainingStarted yet (a
+    request made just before a rebalance waits for the new owner of its partition)."""
+    started = {d.data.idempotency_key for d in observer.of_type(ev.TrainingStarted.TYPE)}
+    return set(requests_by_key(observer)) - started
+
+
 def assert_nothing_lost_nothing_doubled(observer: Observer, event_keys: set[str], runs_dir: Path) -> None:
     by_key = requests_by_key(observer)
     assert not unrequested(observer, event_keys), "an input event never led to a training request"

@@ -13,12 +13,14 @@ import urllib.request
 import pytest
 import yaml
 
+from loopline.snapshot import read_records
 from loopline.stack import REPO, LocalStack
 from streams import events as ev
 from streams.broker import free_port
 from streams.codec import build
 from streams.publisher import Publisher
-from tests.faults.invariants import assert_nothing_lost_nothing_doubled, unrequested
+from tests.faults.invariants import (assert_nothing_lost_nothing_doubled, unrequested,
+                                     unstarted)
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +56,32 @@ def stream_events(stack: LocalStack, count: int, per_second: float, sent: set) -
 
 
 def wait_all_requested(stack: LocalStack, sent: set, timeout: float) -> None:
-    stack.observer.wait_for(lambda o: not unrequested(o, sent), timeout,
-                            "every event to lead to a training request")
+    try:
+        stack.observer.wait_for(lambda o: not unrequested(o, sent), timeout,
+                                "every event to lead to a training request")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{where(stack, unrequested(stack.observer, sent))}") from exc
+    stack.observer.wait_for(lambda o: not unstarted(o), timeout,
+                            "every training request to reach the trainer")
     time.sleep(3)                           # time for a wrong duplicate to show up, if any
+
+
+def where(stack: LocalStack, keys: set) -> str:
+    """Where the never-requested events are, and how far the worker group has committed."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    data = stack.settings.topics.data
+    records = read_records(stack.bootstrap, [data])
+    found = sorted(f"[{r.partition}]@{r.offset}" for r in records
+                   if "{source}#{id}".format(**json.loads(r.value)) in keys)
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=stack.settings.group,
+                             enable_auto_commit=False)
+    try:
+        committed = {p: consumer.committed(TopicPartition(data, p))
+                     for p in sorted({r.partition for r in records})}
+    finally:
+        consumer.close()
+    return f"{data}: never requested {found}; the group's committed offsets {committed}"
 
 
 def readyz(port: int) -> int:
@@ -69,10 +94,6 @@ def readyz(port: int) -> int:
         return 0
 
 
-# Flaky since 2026-11-30 under load (2 of 5 runs; passes alone): once Faust hung in a rebalance
-# ("Wait for streams..." in on_partitions_revoked), once one input event was counted in two
-# trainings. Expected to fail until found, not required to pass: see issue 7's closing note.
-@pytest.mark.xfail(strict=False, reason="worker-kill flake under load: a rebalance hang or a doubled event")
 def test_a_worker_killed_and_restarted_mid_stream_loses_and_doubles_nothing(tmp_path, bootstrap, prefix):
     with LocalStack(tmp_path / "state", write_models(tmp_path / "loopline.yaml"), bootstrap=bootstrap,
                     prefix=prefix, partitions=4,

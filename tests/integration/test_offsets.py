@@ -7,10 +7,13 @@ these tests send one batch of several records and fail if a reader trusts that a
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from faust.types import TP
 from kafka import KafkaConsumer, TopicPartition
 
+from agents.transport import ConsumerThread, fetched_end_offsets
 from loopline.snapshot import read_records
 from streams.lag import LagProbe
 from streams.offsets import end_offsets
@@ -48,3 +51,50 @@ def test_lag_probe_sees_a_new_batch_on_its_second_measurement(bootstrap, prefix)
         assert probe.by_topic([topic]) == {topic: 1}
         send_batch(bootstrap, topic, [b"b", b"c", b"d", b"e"])
         assert probe.by_topic([topic]) == {topic: 5}      # a reused probe measures afresh
+
+
+def test_faust_table_recovery_reads_to_the_tail_of_a_batch(bootstrap, prefix):
+    """The worker's ConsumerThread takes a changelog's end from `fetched_end_offsets`: a
+    worker taking over a partition must restore the newest table writes, also when the last
+    producer batch held several (Tansu's ListOffsets stops short of them)."""
+    changelog, empty = TP(f"{prefix}.changelog", 0), TP(f"{prefix}.empty", 0)
+    send_batch(bootstrap, changelog.topic, [b"one"])
+    send_batch(bootstrap, changelog.topic, [b"two", b"three", b"four"])
+    send_batch(bootstrap, empty.topic, [])
+
+    async def listed_then_fetched():
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)     # what Faust asks
+        await consumer.start()
+        try:
+            listed = await consumer.end_offsets([changelog, empty])
+        finally:
+            await consumer.stop()
+        return await fetched_end_offsets(bootstrap, {changelog: listed[changelog], empty: listed[empty]})
+
+    assert asyncio.run(listed_then_fetched()) == {changelog: 4, empty: 0}
+
+
+def test_seeking_back_to_committed_rereads_a_partition_with_nothing_committed(bootstrap, prefix):
+    """Faust seeks back to the committed offsets to read again what a rebalance kept it from
+    handing out; aiokafka alone leaves a partition with nothing committed where it is, and
+    those records were skipped for good."""
+    tp = TopicPartition(f"{prefix}.uncommitted", 0)
+    send_batch(bootstrap, tp.topic, [b"a", b"b", b"c"])
+
+    async def read_all_then_seek_back():
+        from aiokafka import TopicPartition as AioTP
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{prefix}-g",
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            aio = AioTP(tp.topic, tp.partition)
+            consumer.assign([aio])
+            while await consumer.position(aio) < 3:
+                await consumer.getmany(aio, timeout_ms=200)
+            thread = SimpleNamespace(_ensure_consumer=lambda: consumer)
+            committed = await ConsumerThread._seek_to_committed(thread)
+            return committed[aio], await consumer.position(aio)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(read_all_then_seek_back()) == (None, 0)

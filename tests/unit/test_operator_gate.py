@@ -1,7 +1,7 @@
 """The operator gate and the trigger's pause/resume, driven with decoded events (no broker).
 
 The agents run with their real Context and Edge; only Faust's producer is a recorder and the
-tables are dicts, so what is asserted is exactly what would be published.
+tables are dicts (tests.unit.agent_doubles), so what is asserted is exactly what would be published.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from agents.context import AppOptions, Context
+from agents.context import Context
 from agents.edge import PermanentError
 from agents.operator import CommandRejected, OperatorGate, remember
 from agents.trigger import Trigger, state_changelog, state_table
@@ -23,30 +22,16 @@ from loopline import config
 from streams import events as ev
 from streams import signing
 from streams.codec import build, decode, encode
-from streams.topics import Topics
+from tests.unit.agent_doubles import TOPICS, context
 
 KEY = signing.OperatorKey("alice-1", "alice", b"alice-secret-0123456789")
-TOPICS = Topics("t", 2)
-
-
-class Producer:
-    def __init__(self):
-        self.sent: list[tuple[str, bytes]] = []
-
-    async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
-        self.sent.append((topic, value))
-
-    def events(self, topic: str) -> list:
-        return [decode(value).event for t, value in self.sent if t == topic]
 
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> Context:
     raw = {"models": [{"name": "clf", "retrain": {"min_new_rows": 500},
                        "pipeline": {"steps": [{"name": "evaluate", "command": ["true"]}]}}]}
-    models = config.parse(raw, tmp_path / "loopline.yaml")
-    app = SimpleNamespace(producer=Producer())
-    return Context(app, AppOptions(broker="-", group="g", topics=TOPICS), models, {}, registry=None)
+    return context(config.parse(raw, tmp_path / "loopline.yaml"))
 
 
 @pytest.fixture

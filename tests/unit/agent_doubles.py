@@ -1,0 +1,48 @@
+"""Stand-ins for the two Faust parts an agent touches, so agents run with their real Context
+and Edge and no broker: the producer records what would be published, and a table is a dict
+that knows which of its writes a producer flush has made durable."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+from agents.context import AppOptions, Context
+from streams.codec import decode
+from streams.topics import Topics
+
+TOPICS = Topics("t", 2)
+
+
+class Table(dict):
+    """A Faust table: writes reach its changelog only when the producer is flushed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.durable: dict = copy.deepcopy(dict(self))
+
+    def flushed(self) -> None:
+        self.durable = copy.deepcopy(dict(self))
+
+
+class Producer:
+    def __init__(self, *tables: Table):
+        self.tables = list(tables)
+        self.sent: list[tuple[str, bytes]] = []
+        self.durable_at_send: list[dict] = []     # each table's durable state when a send went out
+
+    async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
+        self.sent.append((topic, value))
+        self.durable_at_send.append([copy.deepcopy(t.durable) for t in self.tables])
+
+    async def flush(self) -> None:
+        for table in self.tables:
+            table.flushed()
+
+    def events(self, topic: str) -> list:
+        return [decode(value).event for t, value in self.sent if t == topic]
+
+
+def context(models, *tables: Table, group: str = "g") -> Context:
+    app = SimpleNamespace(producer=Producer(*tables))
+    return Context(app, AppOptions(broker="-", group=group, topics=TOPICS), models, {}, registry=None)
