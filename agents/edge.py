@@ -37,11 +37,13 @@ class Edge:
         self.accepts = {name: spec.accepts for name, spec in topics.all().items()}
         self.dead_letters = 0
 
-    async def publish(self, event: CloudEvent, topic: str | None = None) -> None:
-        """Publish and wait for the broker's ack: the offset is committed only after this returns."""
+    async def publish(self, event: CloudEvent, topic: str | None = None,
+                      partition: int | None = None) -> None:
+        """Publish and wait for the broker's ack: the offset is committed only after this returns.
+        The partition is the subject's (the key's) unless given."""
         await self.app.producer.send_and_wait(
             topic or self.topics.for_type(event.type), event.subject.encode(), encode(event),
-            None, None, encode_headers())
+            partition, None, encode_headers())
 
     async def dead_letter(self, message, reason: str, error: str) -> None:
         self.dead_letters += 1

@@ -97,8 +97,14 @@ class OperatorCommand(EventData):
 
 
 class ClockTicked(EventData):
-    """Lets time-based rules (cooldown expiry, staleness) fire without a new data event."""
+    """Lets time-based rules (cooldown expiry, staleness) fire without a new data event.
+
+    The worker ticks each partition of the clock topic (subject `*`, `partition` set): the tick
+    stands for every model whose key lands on that partition, so the clock costs O(partitions)
+    events a second, not O(models). A tick without `partition` is for its subject's model alone.
+    """
     TYPE = "io.loopline.clock.ticked"
+    partition: int | None = Field(None, ge=0)
 
 
 class TrainingRequested(EventData):

@@ -73,3 +73,11 @@ class Topics:
 
     def spec_of(self, topic: str) -> TopicSpec | None:
         return self.all().get(topic)
+
+    def partition_of(self, key: str) -> int:
+        """The partition a record keyed `key` lands on with Kafka's default partitioner (murmur2:
+        the Java client, kafka-python, aiokafka; librdkafka only with `partitioner=murmur2_random`).
+        Producers of loopline's events must use it: a model's ticks and its state follow it."""
+        from kafka.partitioner.default import murmur2
+
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions

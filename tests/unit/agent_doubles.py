@@ -29,10 +29,12 @@ class Producer:
     def __init__(self, *tables: Table):
         self.tables = list(tables)
         self.sent: list[tuple[str, bytes]] = []
+        self.partitions: list[int | None] = []      # as asked for, one per send
         self.durable_at_send: list[dict] = []     # each table's durable state when a send went out
 
     async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
         self.sent.append((topic, value))
+        self.partitions.append(partition)
         self.durable_at_send.append([copy.deepcopy(t.durable) for t in self.tables])
 
     async def flush(self) -> None:
