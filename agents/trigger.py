@@ -94,6 +94,7 @@ class Trigger:
             self.table[model.name] = {**new_state.to_dict(), OUTBOX: request.to_dict()}
             await self.ctx.app.producer.flush()          # stored before it is out: see above
             await self._send(model.name, request)
+            self.table[model.name] = new_state.to_dict()  # out: a restart need not send it again
             metrics.note_request(request.correlationid, decision.causes)
             log.info("%s: training requested (%s): %s", model.name, decision.reason,
                      decision.idempotency_key)
@@ -108,9 +109,10 @@ class Trigger:
             self.table[model.name] = new_state.to_dict()
 
     async def _send_stranded(self, model: str, state: p.ModelState) -> None:
-        """Publish the stored request of a worker that died between storing and sending it.
-        Only while it is still the training in flight, and once per process: a later write
-        drops the outbox, and a request that was out already is a no-op for the trainer."""
+        """Publish the stored request of a worker that died between storing and sending it
+        (the outbox is emptied once a request is out, so a clean restart finds none). Only while
+        it is still the training in flight; a request that was out already is a no-op for the
+        trainer."""
         raw = self.table.get(model) or {}
         outbox = raw.get(OUTBOX)
         if outbox is None or state.in_flight is None or self.sent.get(model) == state.in_flight:
@@ -119,6 +121,7 @@ class Trigger:
         if request.data.get("idempotency_key") == state.in_flight:
             log.info("%s: sending the stored request %s again", model, state.in_flight)
             await self._send(model, request)
+            self.table[model] = state.to_dict()
 
     async def _send(self, model: str, request: CloudEvent) -> None:
         # `time` says when it went out (the trigger bench measures up to it); id and key stay.

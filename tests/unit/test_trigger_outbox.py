@@ -69,6 +69,11 @@ def test_a_request_goes_out_only_after_the_state_that_remembers_it_is_durable(mo
         [durable] = producer.durable_at_send[index]
         assert durable["clf"]["in_flight"] == request.data["idempotency_key"]
         assert durable["clf"][OUTBOX]["id"] == request.id
+    assert OUTBOX not in a.table["clf"]                 # out: a clean restart sends nothing again
+    run(producer.flush())
+    b = worker(models, Table(a.table.durable))
+    handle(b, tick())
+    assert requests(b) == []
 
 
 def test_a_replay_in_any_order_after_a_crash_puts_no_event_in_two_trainings(models):
