@@ -46,7 +46,6 @@ class Trigger:
     def __init__(self, ctx: Context, table, guard=None):
         self.ctx, self.table = ctx, table
         self.guard = guard          # agents.guard.MetricGuard: metric windows and deployments
-        self.sent: dict[str, str] = {}   # model -> idempotency key this process has published
         self._partitions: dict[int, list[str]] | None = None     # partition -> models, lazily
 
     def state(self, model: str) -> p.ModelState:
@@ -93,7 +92,7 @@ class Trigger:
                 model.name, event)
             self.table[model.name] = {**new_state.to_dict(), OUTBOX: request.to_dict()}
             await self.ctx.app.producer.flush()          # stored before it is out: see above
-            await self._send(model.name, request)
+            await self._send(request)
             self.table[model.name] = new_state.to_dict()  # out: a restart need not send it again
             metrics.note_request(request.correlationid, decision.causes)
             log.info("%s: training requested (%s): %s", model.name, decision.reason,
@@ -115,18 +114,17 @@ class Trigger:
         trainer."""
         raw = self.table.get(model) or {}
         outbox = raw.get(OUTBOX)
-        if outbox is None or state.in_flight is None or self.sent.get(model) == state.in_flight:
+        if outbox is None or state.in_flight is None:
             return
         request = CloudEvent.from_dict(outbox)
         if request.data.get("idempotency_key") == state.in_flight:
             log.info("%s: sending the stored request %s again", model, state.in_flight)
-            await self._send(model, request)
+            await self._send(request)
             self.table[model] = state.to_dict()
 
-    async def _send(self, model: str, request: CloudEvent) -> None:
+    async def _send(self, request: CloudEvent) -> None:
         # `time` says when it went out (the trigger bench measures up to it); id and key stay.
         await self.ctx.edge.publish(replace(request, time=utc_now()))
-        self.sent[model] = request.data["idempotency_key"]
 
     @staticmethod
     def signal(event: CloudEvent, data: ev.EventData, state: p.ModelState):
