@@ -65,6 +65,8 @@ async def fetched_end_offsets(bootstrap, listed: Mapping, timeout: float = 5.0) 
 
     A consumer of its own (no group) so the worker's positions are not touched; it reads at
     most the few records past the listed end."""
+    if not listed:
+        return {}
     tps = {TopicPartition(tp.topic, tp.partition): tp for tp in listed}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 fetch_max_wait_ms=10)
