@@ -49,8 +49,7 @@ class Trigger:
         self._partitions: dict[int, list[str]] | None = None     # partition -> models, lazily
 
     def state(self, model: str) -> p.ModelState:
-        raw = self.table.get(model)
-        return p.ModelState.from_dict(raw) if raw else p.ModelState()
+        return _state_of(self.table.get(model))
 
     async def handle(self, d: Decoded) -> None:
         if isinstance(d.data, ev.ClockTicked) and d.data.partition is not None:
@@ -69,9 +68,10 @@ class Trigger:
         return self._partitions.get(partition, [])
 
     async def _handle(self, d: Decoded, model) -> None:
-        event = d.event
-        stored = state = self.state(model.name)
-        await self._send_stranded(model.name, stored)
+        event, raw = d.event, self.table.get(model.name)
+        stored = state = _state_of(raw)
+        if raw and OUTBOX in raw:
+            await self._send_stranded(model.name, raw[OUTBOX], stored)
         if self.guard is not None and isinstance(d.data, self.guard.HANDLES):
             signal = await self.guard.handle(d, model)     # a bad metric window, or None
         else:
@@ -107,14 +107,12 @@ class Trigger:
         if not isinstance(decision, p.TrainRequest) and new_state != stored:  # most ticks: no write
             self.table[model.name] = new_state.to_dict()
 
-    async def _send_stranded(self, model: str, state: p.ModelState) -> None:
+    async def _send_stranded(self, model: str, outbox: dict, state: p.ModelState) -> None:
         """Publish the stored request of a worker that died between storing and sending it
         (the outbox is emptied once a request is out, so a clean restart finds none). Only while
         it is still the training in flight; a request that was out already is a no-op for the
         trainer."""
-        raw = self.table.get(model) or {}
-        outbox = raw.get(OUTBOX)
-        if outbox is None or state.in_flight is None:
+        if state.in_flight is None:
             return
         request = CloudEvent.from_dict(outbox)
         if request.data.get("idempotency_key") == state.in_flight:
@@ -160,6 +158,11 @@ class Trigger:
         for partition in range(topics.partitions):
             event = build(ev.ClockTicked(partition=partition), TICK_SUBJECT, source=self.ctx.opts.source)
             await self.ctx.edge.publish(event, topics.clock, partition)
+
+
+def _state_of(raw) -> p.ModelState:
+    """A table value (ModelState fields, maybe an outbox beside them) as a ModelState."""
+    return p.ModelState.from_dict(raw) if raw else p.ModelState()
 
 
 def _outcome(decision: p.Decision, before: p.ModelState, after: p.ModelState) -> str:
