@@ -23,7 +23,7 @@ from dataclasses import replace
 from agents import policies as p
 from agents.context import Context
 from streams import events as ev
-from streams.codec import Decoded, build
+from streams.codec import Decoded
 from streams.envelope import CloudEvent, utc_now
 
 log = logging.getLogger("loopline.trigger")
@@ -156,7 +156,7 @@ class Trigger:
         """
         topics = self.ctx.opts.topics
         for partition in range(topics.partitions):
-            event = build(ev.ClockTicked(partition=partition), TICK_SUBJECT, source=self.ctx.opts.source)
+            event = self.ctx.event(ev.ClockTicked(partition=partition), TICK_SUBJECT, None)
             await self.ctx.edge.publish(event, topics.clock, partition)
 
 
