@@ -3,7 +3,7 @@
 For each data-arrival batch (against the current champion) and for each full buffer of the
 serving prediction log (against the version that made the predictions), it asks the
 `DriftChecker` port to compare the data with that version's reference. The check is CPU work
-of up to seconds: it runs in a process pool (`loopline.drift`), awaited here without blocking
+of up to seconds: it runs in a process pool (`adapters.drift`), awaited here without blocking
 the event loop, so the other agents keep their latency; only this agent's own stream waits.
 
 Data batches are few: their check is awaited in the agent, so the drift event is published before
@@ -35,7 +35,7 @@ from streams import events as ev
 from streams.codec import Decoded
 from streams.envelope import CloudEvent
 
-log = logging.getLogger("loopline.drift")
+log = logging.getLogger("adapters.drift")
 OUTCOMES = ("drifted", "clean", "skipped", "failed")
 BUFFER_CAP = 10
 

@@ -124,7 +124,7 @@ def stack(models: list[dict], *, observe: tuple[str, ...] = (), serving: bool = 
           extra_env: dict | None = None) -> Iterator[Any]:
     """A LocalStack (embedded broker unless `bootstrap`, worker, optionally serving) on a
     bench config in a temporary state dir; the observer reads only `observe` (+ clock)."""
-    from loopline.stack import LocalStack
+    from devstack.stack import LocalStack
 
     with tempfile.TemporaryDirectory(prefix="loopline-bench-") as tmp:
         root = Path(tmp)

@@ -9,7 +9,7 @@ the columns shifted.
 
 - evidently alone: what a script without loopline does per batch: read the reference and the
   batch, `Report([DataDriftPreset()]).run(batch, reference)`, read the result. No HTML saved.
-- monitor: `loopline.drift.EvidentlyDrift.check`, the code the worker's process pool runs:
+- monitor: `adapters.drift.EvidentlyDrift.check`, the code the worker's process pool runs:
   reference cached per version (loaded once, at the warm-up), the preset's stat tests run once,
   and on drift the same report rendered and saved as HTML.
 
@@ -61,8 +61,8 @@ def run(size: int = 100_000, columns: int = 10, repeats: int = 3) -> dict[str, A
 
     from agents.policies import DriftPolicy
     from agents.ports import DriftRequest
-    from loopline import reference as ref_mod
-    from loopline.drift import EvidentlyDrift
+    from stepkit import reference as ref_mod
+    from adapters.drift import EvidentlyDrift
 
     training, clean, drifted = _data(size, columns)
     with tempfile.TemporaryDirectory(prefix="loopline-bench-") as tmp:

@@ -100,7 +100,7 @@ def counted(port: int) -> float:
 
 
 def run(events: int = 300_000, models: int = 8, partitions: int = 4, timeout: float = 120.0) -> dict[str, Any]:
-    from loopline.stack import LocalStack
+    from devstack.stack import LocalStack
     from streams import events as ev
     from streams.admin import ensure_topics
     from streams.broker import EmbeddedBroker

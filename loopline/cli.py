@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings()
     if args.command == "demo":
-        from loopline.demo import run_demo
+        from devstack.demo import run_demo
         return run_demo(batches=args.batches, rows=args.rows, state_dir=args.state_dir, keep=args.keep)
     if args.command == "worker":
         from loopline.worker import run
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         from loopline import config
-        from loopline.serving import serve
+        from serving.server import serve
         serve(settings.tracking_uri, settings.broker, settings.topics,
               list(config.load(settings.config)), args.host, args.port)
         return 0

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.policies import DriftPolicy, Gate, MetricPolicy, RetrainPolicy
 from agents.policy.metric import METRICS
-from loopline.cluster import KubernetesConfig, pipeline_problems
-from loopline.drift import METHODS as DRIFT_METHODS
+from loopline.kube_config import KubernetesConfig, pipeline_problems
+from adapters.drift import METHODS as DRIFT_METHODS
 from triggers.pipeline import Pipeline, PipelineError, Step
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -48,7 +48,7 @@ class PipelineConfig(_Strict):
     launcher: Literal["local", "kubernetes", "argo"] = "local"
     workdir: str = "."                       # relative to the config file
     steps: list[StepConfig] = Field(min_length=1)
-    kubernetes: KubernetesConfig | None = None   # pods of launcher kubernetes / argo (loopline/cluster.py)
+    kubernetes: KubernetesConfig | None = None   # pods of launcher kubernetes / argo (loopline/kube_config.py)
 
 
 class RetrainConfig(_Strict):

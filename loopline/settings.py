@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     operator_key_id: str = ""                   # the CLI's key (else the file's only key)
     operator_ttl_seconds: float = Field(600.0, gt=0, le=86_400)   # a signed command's lifetime
     lag_interval: float = Field(5.0, gt=0)      # how often the worker measures consumer lag
-    # Kubernetes / Argo launchers (loopline/cluster.py): how the worker reaches the API server.
+    # Kubernetes / Argo launchers (loopline/launchers.py): how the worker reaches the API server.
     kube_in_cluster: bool | None = None         # None: in-cluster iff KUBERNETES_SERVICE_HOST is set
     kubeconfig: str | None = None               # else $KUBECONFIG, else ~/.kube/config
     kube_context: str | None = None

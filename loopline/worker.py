@@ -14,8 +14,8 @@ import sys
 
 from agents.app import AppOptions, build_app
 from loopline import config as config_mod
-from loopline.cluster import build_launchers
-from loopline.registry import MlflowRegistry
+from loopline.launchers import build_launchers
+from adapters.registry import MlflowRegistry
 from loopline.settings import Settings
 from loopline.startup import (EXIT_BROKER_UNREACHABLE, BrokerUnreachable, StartupHealth,
                               wait_for_broker)
@@ -71,7 +71,7 @@ def drift_checker(settings: Settings, models):
     the first batch does not pay for importing Evidently)."""
     if not any(getattr(m, "drift", None) is not None for m in models.values()):
         return None
-    from loopline.drift import PooledDriftChecker
+    from adapters.drift import PooledDriftChecker
 
     return PooledDriftChecker(settings.tracking_uri, workers=settings.drift_workers,
                               report_dir=str(settings.state_dir.resolve() / "drift"))

@@ -13,7 +13,7 @@ STARTED = time.time()
 import pandas as pd  # noqa: E402
 from sklearn.dummy import DummyClassifier  # noqa: E402
 
-from loopline import job  # noqa: E402
+from stepkit import job  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
-from loopline.job import JobContext, context
+from stepkit.job import JobContext, context
 
 LABEL = "label"
 CHAMPION = "champion"

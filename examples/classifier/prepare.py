@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from loopline.job import JobContext, context, params
+from stepkit.job import JobContext, context, params
 
 LABEL = "label"
 MIN_ROWS = 10

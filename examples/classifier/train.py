@@ -26,7 +26,7 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from loopline.job import JobContext, context, params
+from stepkit.job import JobContext, context, params
 
 LABEL = "label"
 EpochCallback = Callable[[int, dict[str, float]], None]

@@ -6,7 +6,7 @@
     inspect    events tail, dlq list, dlq replay
 
 Each module has `add_parser(s)` (argparse) and `run(args, settings) -> exit code`. They read
-the bus through `loopline.snapshot` and MLflow through its client; none joins the worker's
+the bus through `loopline.commands.snapshot` and MLflow through its client; none joins the worker's
 consumer group or changes anything except by publishing an event.
 """
 

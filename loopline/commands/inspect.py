@@ -17,7 +17,7 @@ from pathlib import Path
 
 from loopline.commands import CliError, render
 from loopline.settings import Settings
-from loopline.snapshot import NOT_DECISIONS, REPLAY_HEADER
+from loopline.commands.snapshot import NOT_DECISIONS, REPLAY_HEADER
 from streams import events as ev
 
 REF_PREFIX = "deadletter:"
@@ -71,7 +71,7 @@ def _print_event(row: dict, as_json: bool) -> None:
 
 
 def run_tail(args, settings: Settings) -> int:
-    from loopline.snapshot import decode_all, read_records
+    from loopline.commands.snapshot import decode_all, read_records
 
     # Ticks and serving telemetry only when asked for by type: they would drown the rest.
     def shown(spec) -> bool:
@@ -101,7 +101,7 @@ def run_tail(args, settings: Settings) -> int:
 def _follow(settings: Settings, names: list[str], args) -> None:
     from kafka import KafkaConsumer
 
-    from loopline.snapshot import Seen, _partitions, _record
+    from loopline.commands.snapshot import Seen, _partitions, _record
     from streams.codec import DecodeError, decode
 
     consumer = KafkaConsumer(bootstrap_servers=settings.broker, group_id=None,
@@ -147,7 +147,7 @@ def letter_row(record, letter, replays: list[str]) -> dict:
 
 def replays_of(settings: Settings, topics: set[str]) -> dict[str, list[str]]:
     """dead-letter ref -> where it was replayed to ("topic[partition]@offset")."""
-    from loopline.snapshot import read_records
+    from loopline.commands.snapshot import read_records
 
     out: dict[str, list[str]] = {}
     for record in read_records(settings.broker, sorted(topics)):
@@ -159,7 +159,7 @@ def replays_of(settings: Settings, topics: set[str]) -> dict[str, list[str]]:
 
 
 def run_dlq_list(args, settings: Settings) -> int:
-    from loopline.snapshot import read_dead_letters
+    from loopline.commands.snapshot import read_dead_letters
 
     letters = read_dead_letters(settings.broker, settings.topics)
     if args.model:
@@ -191,7 +191,7 @@ def parse_ref(ref: str) -> tuple[int, int]:
 
 
 def run_dlq_replay(args, settings: Settings) -> int:
-    from loopline.snapshot import fetch
+    from loopline.commands.snapshot import fetch
     from streams.codec import encode_headers
     from streams.deadletter import DeadLetter
     from streams.publisher import Publisher

@@ -44,7 +44,7 @@ def collect(settings: Settings, model: str, version: str, topics: bool = True) -
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from loopline.snapshot import read_events
+    from loopline.commands.snapshot import read_events
 
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     try:

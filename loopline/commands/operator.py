@@ -118,7 +118,7 @@ def preview(command: str, event: CloudEvent, settings: Settings, now: float) -> 
 
 def _preview_trigger(command: str, event: CloudEvent, model, settings: Settings, now: float) -> dict:
     from agents import policies as p
-    from loopline.snapshot import model_states
+    from loopline.commands.snapshot import model_states
 
     state = model_states(settings.broker, settings.group).get(model.name, p.ModelState())
     details = [f"state: paused={state.paused} in_flight={state.in_flight or '-'} "
@@ -151,7 +151,7 @@ def _preview_trigger(command: str, event: CloudEvent, model, settings: Settings,
 
 def _preview_deploy(command: str, event: CloudEvent, model, settings: Settings) -> dict:
     from agents import policies as p
-    from loopline.registry import MlflowRegistry
+    from adapters.registry import MlflowRegistry
 
     registry = MlflowRegistry(settings.tracking_uri)
     now = registry.champion(model.name, model.alias)

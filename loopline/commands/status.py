@@ -42,7 +42,7 @@ def collect(settings: Settings, only: str | None = None) -> dict[str, Any]:
 
     from agents import policies as p
     from loopline import config
-    from loopline.snapshot import model_states, read_dead_letters, read_events
+    from loopline.commands.snapshot import model_states, read_dead_letters, read_events
 
     aliases = {}
     if settings.config.exists():
@@ -86,7 +86,7 @@ def model_status(name: str, alias: str, events, state, letters, client, tracking
 
 
 def champion_of(client, model: str, alias: str) -> tuple[str | None, list[str]]:
-    from loopline.registry import MlflowRegistry
+    from adapters.registry import MlflowRegistry
 
     champion = MlflowRegistry("", client=client).champion(model, alias)
     return champion.version, list(champion.history)

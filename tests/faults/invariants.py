@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from loopline.observe import Observer
+from devstack.observe import Observer
 from streams import events as ev
 
 

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from loopline.stack import REPO, LocalStack
+from devstack.stack import REPO, LocalStack
 from streams import events as ev
 from streams.codec import build
 from streams.publisher import Publisher

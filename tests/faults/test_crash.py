@@ -13,7 +13,7 @@ import signal
 import mlflow
 import pytest
 
-from loopline.stack import LocalStack
+from devstack.stack import LocalStack
 from streams import events as ev
 from streams.publisher import Publisher
 from tests.faults.invariants import assert_nothing_lost_nothing_doubled

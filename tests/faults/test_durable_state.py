@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from loopline.stack import LocalStack
+from devstack.stack import LocalStack
 from streams import events as ev
 from streams.publisher import Publisher
 from tests.integration.loop_harness import data_event, write_config

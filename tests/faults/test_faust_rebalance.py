@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from loopline.stack import REPO
+from devstack.stack import REPO
 
 pytestmark = pytest.mark.slow
 APP = REPO / "tests" / "fixtures" / "two_readers.py"

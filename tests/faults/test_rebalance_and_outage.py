@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 import yaml
 
-from loopline.snapshot import read_records
-from loopline.stack import REPO, LocalStack
+from loopline.commands.snapshot import read_records
+from devstack.stack import REPO, LocalStack
 from streams import events as ev
 from streams.broker import free_port
 from streams.codec import build

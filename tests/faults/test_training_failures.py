@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loopline.stack import LocalStack
+from devstack.stack import LocalStack
 from streams import events as ev
 from streams.publisher import Publisher
 from tests.integration.loop_harness import data_event, write_config

@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from agents.policies import ModelState
-from loopline.snapshot import model_states
-from loopline.stack import REPO, LocalStack
+from loopline.commands.snapshot import model_states
+from devstack.stack import REPO, LocalStack
 from streams.signing import OperatorKey
 from tests.integration.loop_harness import MODEL
 

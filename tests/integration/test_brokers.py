@@ -10,7 +10,7 @@ import sys
 
 from kafka import KafkaConsumer
 
-from loopline.observe import Observer
+from devstack.observe import Observer
 from streams import events as ev
 from streams.admin import ensure_topics
 from streams.codec import build, decode

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from loopline.stack import LocalStack
+from devstack.stack import LocalStack
 from streams import events as ev
 from streams.codec import build
 from streams.publisher import Publisher

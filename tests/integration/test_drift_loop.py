@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from examples.classifier.data import batch, write_batch
-from loopline.stack import LocalStack
+from devstack.stack import LocalStack
 from streams import events as ev
 from streams.codec import build
 from streams.publisher import Publisher

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from examples.classifier import data
-from loopline.job import context
+from stepkit.job import context
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "classifier"

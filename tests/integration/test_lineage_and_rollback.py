@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from examples.classifier.data import batch
-from loopline.stack import LocalStack
+from devstack.stack import LocalStack
 from streams import events as ev
 from streams.publisher import Publisher
 from tests.integration.loop_harness import MODEL, data_event, outcome_of, write_config

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from examples.classifier.data import batch
-from loopline.stack import LocalStack
+from devstack.stack import LocalStack
 from streams import events as ev
 from streams.codec import build
 from streams.publisher import Publisher

@@ -14,7 +14,7 @@ from faust.types import TP
 from kafka import KafkaConsumer, TopicPartition
 
 from agents.transport import ConsumerThread, fetched_end_offsets
-from loopline.snapshot import read_records
+from loopline.commands.snapshot import read_records
 from streams.lag import LagProbe
 from streams.offsets import end_offsets
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from loopline.stack import LocalStack
-from loopline.tracking_server import TrackingServer, create_database, drop_database
+from devstack.stack import LocalStack
+from devstack.tracking_server import TrackingServer, create_database, drop_database
 from streams import events as ev
 from streams.publisher import Publisher
 from tests.integration.loop_harness import MODEL, data_event, outcome_of, write_config

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from loopline import config as config_mod
-from loopline.cluster import build_launchers, pod_settings
+from loopline.launchers import build_launchers, pod_settings
 from loopline.settings import Settings
 from tests.k8s.conftest import launch_spec
 from tests.k8s.fake_kube import JOBS, WORKFLOWS

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from loopline import config as config_mod
-from loopline.cluster import pod_settings
+from loopline.launchers import pod_settings
 from tests.k8s.schemas_check import K8S_VERSIONS, validate_k8s
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,9 +12,9 @@ import pytest
 from agents.policies import DriftPolicy
 from agents.ports import DriftRequest, NoReference
 from examples.classifier.data import FEATURES, batch, write_batch
-from loopline import reference
-from loopline.drift import METHODS, EvidentlyDrift, MlflowReferences
-from loopline.job import context
+from stepkit import reference
+from adapters.drift import METHODS, EvidentlyDrift, MlflowReferences
+from stepkit.job import context
 
 MODEL = "clf"
 POLICY = DriftPolicy(num_method="wasserstein", num_threshold=0.1, drift_share=0.1)

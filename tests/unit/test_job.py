@@ -1,4 +1,4 @@
-"""loopline.job without MLflow: the env contract, inputs, and the outputs file.
+"""stepkit.job without MLflow: the env contract, inputs, and the outputs file.
 
 Why: every pipeline step depends on these few functions behaving exactly as the launcher
 expects: a clear error outside a pipeline, outputs merged and never half-written.
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loopline import job
-from loopline.job import JobContextError, MissingInputError, context
+from stepkit import job
+from stepkit.job import JobContextError, MissingInputError, context
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_importing_job_does_not_import_mlflow() -> None:
     import subprocess
     import sys
 
-    code = "import sys, loopline.job; print('mlflow' in sys.modules)"
+    code = "import sys, stepkit.job; print('mlflow' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

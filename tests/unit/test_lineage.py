@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 
 from loopline.commands import lineage
-from loopline.snapshot import Record, Seen
+from loopline.commands.snapshot import Record, Seen
 from streams import events as ev
 from streams.codec import build, decode
 

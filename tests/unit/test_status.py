@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from loopline.commands import status
-from loopline.snapshot import Record, Seen
+from loopline.commands.snapshot import Record, Seen
 from streams import events as ev
 from streams.codec import build, decode
 

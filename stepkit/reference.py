@@ -4,7 +4,7 @@ Why: drift is "the data now is not the data the champion learned from". The trai
 records that data once, at training time (`JobContext.log_reference`), as MLflow artifacts of
 its run: a bounded, seeded sample (at most `MAX_ROWS` rows, so a 10 GB training set costs a few
 hundred kB), a content digest and the dataset versions it came from, plus a per-column profile.
-The drift monitor downloads it once per model version and caches it (`loopline.drift`).
+The drift monitor downloads it once per model version and caches it (`adapters.drift`).
 
     <run>/reference/sample.parquet    the sample (features, and the model's predictions on them)
     <run>/reference/meta.json         dataset versions, digest, row counts, dtypes, profile
@@ -25,8 +25,8 @@ ARTIFACT_DIR = "reference"
 SAMPLE_FILE = "sample.parquet"
 META_FILE = "meta.json"
 MAX_ROWS = 5000
-TAG_DIGEST = "loopline.reference.digest"
-TAG_VERSIONS = "loopline.reference.dataset_versions"
+TAG_DIGEST = "stepkit.reference.digest"
+TAG_VERSIONS = "stepkit.reference.dataset_versions"
 
 
 def sample(frame: pd.DataFrame, max_rows: int = MAX_ROWS, seed: int = 0) -> pd.DataFrame:

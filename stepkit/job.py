@@ -86,7 +86,7 @@ def context(env: Mapping[str, str] | None = None) -> JobContext:
     missing = [name for name in REQUIRED_ENV if not env.get(name)]
     if missing:
         raise JobContextError(
-            f"loopline.job.context() must run inside a loopline pipeline step; "
+            f"stepkit.job.context() must run inside a loopline pipeline step; "
             f"missing environment variable(s): {', '.join(missing)}"
         )
     inputs = _json_env(env, "LOOPLINE_INPUTS")
@@ -377,7 +377,7 @@ class JobContext:
         are logged under ``reference/`` of the active run; the digest and versions are tagged
         on the run and, by ``log_model``, on the version it registers. Returns the metadata.
         """
-        from loopline import reference
+        from stepkit import reference
 
         run = _active_run()
         with tempfile.TemporaryDirectory(prefix="loopline-ref-") as tmp:
@@ -428,7 +428,7 @@ class JobContext:
 
 
 def _copy_reference_tags(client: Any, model: str, version: str, run_id: str) -> None:
-    from loopline import reference
+    from stepkit import reference
 
     tags = client.get_run(run_id).data.tags
     for name in (reference.TAG_DIGEST, reference.TAG_VERSIONS):

@@ -17,7 +17,7 @@ import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
-from loopline.observe import Observer
+from devstack.observe import Observer
 from loopline.settings import Settings
 from streams import events as ev
 from streams.admin import ensure_topics

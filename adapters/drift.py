@@ -5,7 +5,7 @@ so none of it may touch the agents or the Faust event loop. `PooledDriftChecker`
 check in a process pool (`loop.run_in_executor`), and `EvidentlyDrift` does the work inside it:
 
 1. The reference of the model version (the sample its training step recorded, see
-   `loopline.reference`) is downloaded from MLflow once and cached per (model, version), with
+   `stepkit.reference`) is downloaded from MLflow once and cached per (model, version), with
    its Evidently `Dataset` built once per column set.
 2. The decision: for each compared column the stat test Evidently's DataDriftPreset would use
    (the configured method, else Evidently's choice by type and size) with its threshold, run
@@ -39,9 +39,9 @@ from typing import Any, Callable
 
 from agents.policies import ColumnDrift, DriftPolicy, decide_drift
 from agents.ports import DriftRequest, DriftResult, NoReference
-from loopline import reference as ref_mod
+from stepkit import reference as ref_mod
 
-log = logging.getLogger("loopline.drift")
+log = logging.getLogger("adapters.drift")
 CACHE_SIZE = 8
 
 # Evidently 0.7's registered stat-test names (checked against Evidently by a unit test).

@@ -13,7 +13,7 @@ produced it, which is how the demo and the tests see a promotion land.
                                        or {"feedback": [{"prediction_id", "label"}, ...]} -> 202
 
 Predictions and feedback are published to the prediction and feedback topics
-(`loopline.predlog`) for the drift monitor and the online metric windows.
+(`serving.predlog`) for the drift monitor and the online metric windows.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from streams.codec import DecodeError, decode
 from streams.events import DeploymentDone, DeploymentRolledBack
 from streams.topics import Topics
 
-log = logging.getLogger("loopline.serving")
+log = logging.getLogger("serving.server")
 MAX_BODY = 10_000_000
 
 
@@ -168,7 +168,7 @@ def serve(tracking_uri: str, bootstrap: str, topics: Topics, models: list[str], 
     follower.start()                 # follow first, then load: no deployment falls in between
     for name in models:
         store.load(name)
-    from loopline.predlog import PredictionLog
+    from serving.predlog import PredictionLog
 
     plog = PredictionLog(bootstrap, topics)
     server = ThreadingHTTPServer((host, port), make_handler(store, plog))

@@ -1,10 +1,10 @@
-"""Cluster launchers for the worker: the `pipeline.kubernetes` block of loopline.yaml, and wiring.
+"""The `pipeline.kubernetes` block of loopline.yaml: where and how a model's pods run.
 
 A model picks its launcher in loopline.yaml (`pipeline.launcher: local | kubernetes | argo`);
 for the cluster ones, `pipeline.kubernetes` says where and how its pods run (validated here,
 with errors that name the key). How the worker reaches the API server (in-cluster service
 account or a kubeconfig and context) is deployment configuration: LOOPLINE_KUBE_* settings.
-`build_launchers()` creates one Kubernetes client and the launchers the configured models use.
+`loopline.launchers` turns it into the launchers' PodSettings.
 
     pipeline:
       launcher: kubernetes            # or argo
@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from triggers.podspec import GPU_RESOURCE, PodSettings
+from triggers.podspec import GPU_RESOURCE
 
-__all__ = ["KubernetesConfig", "build_launchers", "pipeline_problems", "pod_settings"]
+__all__ = ["KubernetesConfig", "pipeline_problems"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # apimachinery's resource.Quantity format (e.g. 500m, 2, 1.5, 8Gi, 1e3)
@@ -135,56 +135,3 @@ def pipeline_problems(pipeline) -> list[tuple[str, str]]:
              f"{step.image!r}: the kubernetes launcher runs every step in one pod with "
              f"pipeline.kubernetes.image ({image!r}); per-step images need launcher: argo")
             for i, step in enumerate(pipeline.steps) if step.image and step.image != image]
-
-
-def pod_settings(model, default_namespace: str, default_image: str) -> PodSettings:
-    """PodSettings of a configured model; ConfigError if it has no image anywhere."""
-    from loopline.config import ConfigError
-
-    cfg: KubernetesConfig = model.config.pipeline.kubernetes or KubernetesConfig()
-    image = cfg.image or default_image
-    if not image:
-        raise ConfigError(f"model {model.name}: pipeline.kubernetes.image is required for launcher "
-                          f"{model.launcher} (or set LOOPLINE_JOB_IMAGE for every model)")
-    return PodSettings(
-        namespace=cfg.namespace or default_namespace,
-        image=image,
-        image_pull_policy=cfg.image_pull_policy,
-        image_pull_secrets=tuple(cfg.image_pull_secrets),
-        service_account=cfg.service_account,
-        requests=dict(cfg.resources.requests),
-        limits=dict(cfg.resources.limits),
-        node_selector=dict(cfg.node_selector),
-        tolerations=tuple(t.manifest() for t in cfg.tolerations),
-        backoff_limit=cfg.backoff_limit,
-        active_deadline_seconds=cfg.active_deadline_seconds,
-        ttl_seconds_after_finished=cfg.ttl_seconds_after_finished,
-        env_from_secrets=tuple(cfg.env_from_secrets),
-        workdir=cfg.workdir,
-        labels=dict(cfg.labels),
-        annotations=dict(cfg.annotations),
-    )
-
-
-def build_launchers(settings, models) -> dict[str, Any]:
-    """The cluster launchers the configured models use (none: no Kubernetes client is made)."""
-    wanted = {kind: {name: m for name, m in models.items() if m.launcher == kind} for kind in ("kubernetes", "argo")}
-    if not any(wanted.values()):
-        return {}
-    from triggers import kube
-    from triggers.cluster import ArgoWorkflowLauncher, KubernetesJobLauncher
-
-    from loopline.config import ConfigError
-
-    try:
-        pods = {kind: {name: pod_settings(m, settings.kube_namespace, settings.job_image)
-                       for name, m in chosen.items()} for kind, chosen in wanted.items()}
-    except ConfigError as exc:
-        raise ConfigError(f"{settings.config}: {exc}") from None
-    client = kube.connect(settings.kube_in_cluster, settings.kubeconfig, settings.kube_context)
-    launchers: dict[str, Any] = {}
-    if pods["kubernetes"]:
-        launchers["kubernetes"] = KubernetesJobLauncher(client, pods["kubernetes"], settings.group)
-    if pods["argo"]:
-        launchers["argo"] = ArgoWorkflowLauncher(client, pods["argo"], settings.group)
-    return launchers

@@ -21,8 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from loopline.observe import Observer
-from loopline.stack import REPO, LocalStack, Process
+from devstack.observe import Observer
+from devstack.stack import REPO, LocalStack, Process
 from streams import events as ev
 from streams.codec import Decoded, build
 from streams.publisher import Publisher
