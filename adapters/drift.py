@@ -41,7 +41,7 @@ from agents.policies import ColumnDrift, DriftPolicy, decide_drift
 from agents.ports import DriftRequest, DriftResult, NoReference
 from stepkit import reference as ref_mod
 
-log = logging.getLogger("adapters.drift")
+log = logging.getLogger("loopline.drift")
 CACHE_SIZE = 8
 
 # Evidently 0.7's registered stat-test names (checked against Evidently by a unit test).

@@ -35,7 +35,7 @@ from streams import events as ev
 from streams.codec import Decoded
 from streams.envelope import CloudEvent
 
-log = logging.getLogger("adapters.drift")
+log = logging.getLogger("loopline.drift")
 OUTCOMES = ("drifted", "clean", "skipped", "failed")
 BUFFER_CAP = 10
 

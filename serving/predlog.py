@@ -24,7 +24,7 @@ from streams import events as ev
 from streams.codec import build, encode, encode_headers
 from streams.topics import Topics
 
-log = logging.getLogger("serving.server")
+log = logging.getLogger("loopline.serving")
 CHUNK = 500                 # rows per PredictionLogged event (keeps events far below 1 MB)
 
 

@@ -28,7 +28,7 @@ from streams.codec import DecodeError, decode
 from streams.events import DeploymentDone, DeploymentRolledBack
 from streams.topics import Topics
 
-log = logging.getLogger("serving.server")
+log = logging.getLogger("loopline.serving")
 MAX_BODY = 10_000_000
 
 

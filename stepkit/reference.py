@@ -25,8 +25,8 @@ ARTIFACT_DIR = "reference"
 SAMPLE_FILE = "sample.parquet"
 META_FILE = "meta.json"
 MAX_ROWS = 5000
-TAG_DIGEST = "stepkit.reference.digest"
-TAG_VERSIONS = "stepkit.reference.dataset_versions"
+TAG_DIGEST = "loopline.reference.digest"
+TAG_VERSIONS = "loopline.reference.dataset_versions"
 
 
 def sample(frame: pd.DataFrame, max_rows: int = MAX_ROWS, seed: int = 0) -> pd.DataFrame:

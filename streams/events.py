@@ -32,7 +32,7 @@ class DataArrived(EventData):
 
 
 class DriftDetected(EventData):
-    TYPE = "io.adapters.drift.detected"
+    TYPE = "io.loopline.drift.detected"
     dataset_version: str
     reference_version: str
     drift_share: float = Field(ge=0, le=1)
