@@ -12,9 +12,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Dependencies first (cached layer), then the code.
 COPY pyproject.toml README.md ./
+# One folder per thing that runs; the development harness (devstack) stays out of the image.
 COPY streams ./streams
-COPY agents ./agents
 COPY triggers ./triggers
+COPY agents ./agents
+COPY adapters ./adapters
+COPY serving ./serving
+COPY stepkit ./stepkit
 COPY loopline ./loopline
 COPY examples ./examples
 COPY loopline.yaml ./

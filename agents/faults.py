@@ -13,6 +13,8 @@ import signal
 
 CRASH_ENV = "LOOPLINE_CRASH_AT"
 POINTS = (
+    "trigger.outbox-flushed",   # request and state stored (changelog flushed); request not yet published
+    "trigger.request-published",  # request published; the outbox not yet emptied, offset not committed
     "trainer.submitted",        # the run was launched; TrainingStarted not yet published, offset not committed
     "evaluator.evaluated",      # ModelEvaluated published; ModelPromoted not yet
     "deployer.alias-moved",     # the champion alias moved; the deployment event not yet published

@@ -12,6 +12,12 @@ since the last stored state are replayed in another interleaving. A request buil
 stored state, so a replay finds it in flight; a request stored but not yet out (a crash between
 flush and publish) is sent again by whichever worker next handles that model, with the same
 event id and idempotency key, and the trainer's run name makes a second launch a no-op.
+The crash points `trigger.outbox-flushed` and `trigger.request-published` (agents.faults) sit
+on either side of the publish; `tests/faults/test_crash.py` kills the worker at each.
+
+`loopline_trainings_in_flight{model}` is set by the worker that owns the model's partition;
+one that loses the partition drops the model's series (`keep_partitions`), or it would report
+its last value forever beside the new owner's.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import Callable, Iterable
 
 from agents import policies as p
 from agents.context import Context
+from agents.faults import crash_point
 from streams import events as ev
 from streams.codec import Decoded
 from streams.envelope import CloudEvent, utc_now
@@ -43,9 +51,10 @@ def state_changelog(group: str) -> str:
 
 
 class Trigger:
-    def __init__(self, ctx: Context, table, guard=None):
+    def __init__(self, ctx: Context, table, guard=None, now: Callable[[], float] = time.time):
         self.ctx, self.table = ctx, table
         self.guard = guard          # agents.guard.MetricGuard: metric windows and deployments
+        self.now = now              # the policy's clock (epoch seconds): a test's to move
         self._partitions: dict[int, list[str]] | None = None     # partition -> models, lazily
 
     def state(self, model: str) -> p.ModelState:
@@ -67,6 +76,16 @@ class Trigger:
                 self._partitions.setdefault(topics.partition_of(name), []).append(name)
         return self._partitions.get(partition, [])
 
+    def keep_partitions(self, partitions: Iterable[int]) -> None:
+        """The trigger now owns these partitions (and no other): the in-flight gauge of every
+        model elsewhere is another worker's to report, so its series leaves this one."""
+        kept = set(partitions)
+        gauge = self.ctx.metrics.trainings_in_flight
+        for partition in range(self.ctx.opts.topics.partitions):
+            if partition not in kept:
+                for name in self.models_on(partition):
+                    gauge.remove(name)
+
     async def _handle(self, d: Decoded, model) -> None:
         event, raw = d.event, self.table.get(model.name)
         stored = state = _state_of(raw)
@@ -80,7 +99,7 @@ class Trigger:
             return
         if isinstance(signal, p.ModelState):          # pause / resume: new state, then re-check
             state, signal = signal, p.Tick(event.key)
-        new_state, decision = p.decide_retrain(state, signal, model.retrain, time.time())
+        new_state, decision = p.decide_retrain(state, signal, model.retrain, self.now())
         metrics = self.ctx.metrics
         if isinstance(d.data, ev.DataArrived):
             metrics.note_data(event.key, event.timestamp)
@@ -92,7 +111,9 @@ class Trigger:
                 model.name, event)
             self.table[model.name] = {**new_state.to_dict(), OUTBOX: request.to_dict()}
             await self.ctx.app.producer.flush()          # stored before it is out: see above
+            crash_point("trigger.outbox-flushed")
             await self._send(request)
+            crash_point("trigger.request-published")
             self.table[model.name] = new_state.to_dict()  # out: a restart need not send it again
             metrics.note_request(request.correlationid, decision.causes)
             log.info("%s: training requested (%s): %s", model.name, decision.reason,

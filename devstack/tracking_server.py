@@ -1,7 +1,7 @@
 """Start an MLflow tracking server (PostgreSQL backend) as a child process and wait for it.
 
-Production runs MLflow as a server on PostgreSQL; the tests and the benchmarks exercise that
-same path on this machine's PostgreSQL. A fresh database per server keeps runs isolated.
+Production runs MLflow as a server on PostgreSQL; the tests exercise that same path on a
+server of their own (`devstack.postgres`). A fresh database per server keeps runs isolated.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 from streams.broker import free_port
 
 
-def create_database(dsn_base: str = "postgresql://postgres@127.0.0.1:5432") -> str:
-    """A fresh, empty database; returns its SQLAlchemy URI."""
+def create_database(dsn_base: str) -> str:
+    """A fresh, empty database on the server at `dsn_base` (postgresql://USER@HOST:PORT);
+    returns its SQLAlchemy URI."""
     import psycopg2
 
     name = f"loopline_{uuid.uuid4().hex[:12]}"

@@ -114,6 +114,20 @@ class PodSettings:
             out["imagePullSecrets"] = [{"name": name} for name in self.image_pull_secrets]
         return out
 
+    def container_settings(self) -> dict[str, Any]:
+        """The container-level fields both renderers set the same way (camelCase, empty ones left out)."""
+        out: dict[str, Any] = {}
+        if self.image_pull_policy:
+            out["imagePullPolicy"] = self.image_pull_policy
+        if self.workdir:
+            out["workingDir"] = self.workdir
+        if self.env_from_secrets:
+            out["envFrom"] = [{"secretRef": {"name": name}} for name in self.env_from_secrets]
+        resources = self.resources()
+        if resources:
+            out["resources"] = resources
+        return out
+
 
 def label_value(text: str) -> str:
     """`text` if it is a valid label value, else a readable prefix plus 16 hex of its sha256."""

@@ -85,16 +85,8 @@ def render_job(spec: LaunchSpec, pod: PodSettings, owner: str) -> dict[str, Any]
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "loopline", "mountPath": POD_DIR}],
         "securityContext": {"allowPrivilegeEscalation": False},
+        **pod.container_settings(),
     }
-    if pod.image_pull_policy:
-        container["imagePullPolicy"] = pod.image_pull_policy
-    if pod.workdir:
-        container["workingDir"] = pod.workdir
-    if pod.env_from_secrets:
-        container["envFrom"] = [{"secretRef": {"name": name}} for name in pod.env_from_secrets]
-    resources = pod.resources()
-    if resources:
-        container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # the Job controller retries (backoffLimit), not the kubelet
         "automountServiceAccountToken": False,  # training code has no business with the API

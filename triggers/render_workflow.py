@@ -155,16 +155,8 @@ def _step_template(step: Step, upstream: frozenset[str], decides: list[str], pod
         "args": args,
         "env": [{"name": k, "value": kubelet_escape(v)} for k, v in sorted(base_env.items())],
         "securityContext": {"allowPrivilegeEscalation": False},
+        **pod.container_settings(),
     }
-    if pod.image_pull_policy:
-        container["imagePullPolicy"] = pod.image_pull_policy
-    if pod.workdir:
-        container["workingDir"] = pod.workdir
-    if pod.env_from_secrets:
-        container["envFrom"] = [{"secretRef": {"name": name}} for name in pod.env_from_secrets]
-    resources = pod.resources()
-    if resources:
-        container["resources"] = resources
     template: dict[str, Any] = {
         "name": step_template_name(step.name),
         "container": container,

@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from stepkit.atomic import replacing
 
 FEATURES = [f"f{i}" for i in range(6)]
 LABEL = "label"
@@ -69,7 +69,8 @@ def write_batch(
     frame = batch(index, rows=rows, seed=seed, drift_at=drift_at)
     version = batch_version(index)
     path = Path(dir).resolve() / f"{version}.parquet"
-    _write_parquet_atomic(frame, path)
+    with replacing(path) as tmp:  # readers never see half a file
+        frame.to_parquet(tmp, index=False)
     return {
         "uri": path.as_uri(),
         "rows": len(frame),
@@ -77,19 +78,6 @@ def write_batch(
         "schema": {name: str(dtype) for name, dtype in frame.dtypes.items()},
         "version": version,
     }
-
-
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write to a temp file beside ``path`` then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _parse_indices(spec: str) -> list[int]:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from stepkit.atomic import replacing
 from stepkit.job import JobContext, context, params
 
 LABEL = "label"
@@ -51,15 +50,8 @@ def split(data: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd
 
 def write(frame: pd.DataFrame, path: Path) -> str:
     """Write ``frame`` atomically and return its file:// URI."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replacing(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path.resolve().as_uri()
 
 

@@ -19,6 +19,7 @@ from loopline.commands import CliError, render
 from loopline.settings import Settings
 from loopline.commands.snapshot import NOT_DECISIONS, REPLAY_HEADER
 from streams import events as ev
+from streams.describe import describe
 
 REF_PREFIX = "deadletter:"
 
@@ -55,7 +56,7 @@ def event_row(s) -> dict:
     return {"topic": s.record.topic, "partition": s.record.partition, "offset": s.record.offset,
             "id": e.id, "type": e.type, "subject": e.subject, "time": e.time, "source": e.source,
             "correlationid": e.correlationid, "causationid": e.causationid,
-            "summary": render.summary(s.data), "data": dict(e.data)}
+            "summary": describe(s.data), "data": dict(e.data)}
 
 
 def _wanted(s, args) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from loopline.commands import CliError, render
 from loopline.settings import Settings
 from streams import events as ev
+from streams.describe import describe
 
 TAG = "loopline.lineage."
 
@@ -148,7 +149,7 @@ def _trigger(cause_key: str, s) -> dict:
     if s is None:
         return {"key": cause_key, "id": event_id, "source": source}
     return {"key": cause_key, "id": s.event.id, "source": s.event.source, "type": s.event.type,
-            "time": s.event.time, "summary": render.summary(s.data)}
+            "time": s.event.time, "summary": describe(s.data)}
 
 
 def _request(s, request_id: str | None, key: str | None) -> dict | None:
@@ -173,10 +174,10 @@ def _evaluation(s, tags: dict[str, str]) -> dict | None:
 
 
 def _deployment(s, by_id: dict) -> dict:
-    out = _ref(s, summary=render.summary(s.data))
+    out = _ref(s, summary=describe(s.data))
     cause = by_id.get(s.event.causationid or "")
     if cause is not None:
-        out["cause"] = _ref(cause, summary=render.summary(cause.data))
+        out["cause"] = _ref(cause, summary=describe(cause.data))
         if isinstance(cause.data, ev.OperatorCommand):
             out["cause"].update(command=cause.data.command, operator=cause.data.operator,
                                 reason=cause.data.reason)

@@ -1,12 +1,13 @@
-"""Shared presentation for the operator commands: one-line event summaries, run links, times."""
+"""Shared presentation for the operator commands: event types, run links, times.
+
+What an event says, in one line, is `streams.describe`: the demo shows events too.
+"""
 
 from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
 from typing import Any
-
-from streams import events as ev
 
 SHORT_TYPE_PREFIX = "io.loopline."
 
@@ -21,44 +22,6 @@ def matches_type(event_type: str, wanted: str | None) -> bool:
         return True
     short = short_type(event_type)
     return wanted in (event_type, short) or short.startswith(wanted + ".")
-
-
-def summary(data: ev.EventData) -> str:
-    """What an event says, in one line."""
-    if isinstance(data, ev.DataArrived):
-        return f"{data.rows} rows, version {data.version} at {data.uri}"
-    if isinstance(data, ev.DriftDetected):
-        return f"drift share {data.drift_share:g} on {data.dataset_version} vs {data.reference_version}"
-    if isinstance(data, ev.MetricReported):
-        return f"{data.metric}={data.value:g} over {data.count}"
-    if isinstance(data, ev.OperatorCommand):
-        version = f" v{data.version}" if data.version else ""
-        return f"{data.command}{version} by {data.operator}: {data.reason}"
-    if isinstance(data, ev.TrainingRequested):
-        return f"{data.reason}: {data.rows} new rows, data {', '.join(data.data_versions) or '-'}"
-    if isinstance(data, ev.TrainingStarted):
-        return f"run {data.run_name} on {data.launcher}" + ("" if data.created else " (already existed)")
-    if isinstance(data, ev.TrainingSucceeded):
-        return f"run {data.run_name} succeeded" + _secs(data.duration_seconds)
-    if isinstance(data, ev.TrainingFailed):
-        return f"run {data.run_name} failed: {data.reason}" + _secs(data.duration_seconds)
-    if isinstance(data, ev.ModelEvaluated):
-        value = data.candidate_metrics.get(data.metric)
-        score = f"{data.metric}={value:.4g}" if isinstance(value, float) else data.metric
-        return f"v{data.version} {'passed' if data.passed else 'rejected'} ({score}): {'; '.join(data.reasons)}"
-    if isinstance(data, ev.ModelPromoted):
-        return f"v{data.version} promoted (champion was v{data.champion_version or '-'})"
-    if isinstance(data, ev.DeploymentDone):
-        return f"{data.alias} -> v{data.version} (was v{data.previous_version or '-'}): {data.reason}"
-    if isinstance(data, ev.DeploymentRolledBack):
-        return f"{data.alias} rolled back v{data.from_version or '-'} -> v{data.version}: {data.reason}"
-    if isinstance(data, ev.DeploymentRefused):
-        return f"refused v{data.version or '-'}: {data.reason}"
-    return ""
-
-
-def _secs(value: float | None) -> str:
-    return f" in {value:.1f}s" if value is not None else ""
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from loopline.commands import render
 from loopline.settings import Settings
 from streams import events as ev
+from streams.describe import describe
 
 
 def add_parser(sub) -> None:
@@ -154,7 +155,7 @@ def last_events(events) -> dict[str, dict]:
         if s.event.type == ev.ClockTicked.TYPE:
             continue
         out[s.event.type] = {"id": s.event.id, "time": s.event.time,
-                             "summary": render.summary(s.data)}
+                             "summary": describe(s.data)}
     return dict(sorted(out.items()))
 
 

@@ -15,6 +15,10 @@ API contract the launchers rely on, the way the API server does:
   a 410 Expired Status (what the API server sends); `timeoutSeconds` ends the stream;
 - pods and `pods/{name}/log` (`tailLines`), for the runs' reports and logs.
 
+Every request it serves is recorded with the name RBAC gives it (verb, API group,
+resource[/subresource]), so a test can check the Helm chart's Role against what the
+launchers really asked of the API (`permissions_used()`).
+
 Test controls stand in for the controllers and the network: `set_status()` (the Job
 controller / Argo's workflow controller moving a run), `add_pod()`, `drop_watches()`
 (connections cut mid-stream, no terminating chunk), `compact()` (history gone: 410).
@@ -28,6 +32,7 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +44,30 @@ PODS = "v1/pods"
 
 _PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
                    r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request served, named as RBAC names it (verb None: a path the fake does not serve)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    verb: str | None = None
+    group: str = ""
+    resource: str = ""
+
+    @property
+    def is_watch(self) -> bool:
+        return self.query.get("watch", [""])[0] in ("true", "1", "True")
+
+
+def _verb(method: str, named: bool, watch: bool) -> str | None:
+    """The request's RBAC verb, by the API server's rules (a watch is a GET with ?watch)."""
+    if method == "GET":
+        return "watch" if watch else "get" if named else "list"
+    collection = {"POST": "create", "DELETE": "deletecollection"}
+    return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method) if named else collection.get(method)
 
 
 def _now() -> str:
@@ -89,7 +118,7 @@ class FakeKube:
         self.revision = 100
         self.compacted = 0  # events with rv <= this are gone
         self.logs: dict[tuple[str, str], str] = {}
-        self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.requests: list[Request] = []
         self.watch_generation = 0
         self.closing = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -187,10 +216,14 @@ class FakeKube:
             self.history.clear()
 
     def count(self, method: str, path_part: str) -> int:
-        return sum(1 for m, p, _ in self.requests if m == method and path_part in p)
+        return sum(1 for r in self.requests if r.method == method and path_part in r.path)
 
     def watch_requests(self) -> list[dict[str, list[str]]]:
-        return [q for m, _, q in self.requests if m == "GET" and q.get("watch", [""])[0] in ("true", "1", "True")]
+        return [r.query for r in self.requests if r.verb == "watch"]
+
+    def permissions_used(self) -> set[tuple[str, str, str]]:
+        """(API group, resource, verb) of every request served: what a Role must grant."""
+        return {(r.group, r.resource, r.verb) for r in self.requests if r.verb is not None}
 
     # --- HTTP -------------------------------------------------------------------------
 
@@ -206,10 +239,14 @@ class FakeKube:
             def _route(self):
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query)
-                fake.requests.append((self.command, parts.path, query))
                 m = _PATH.match(parts.path)
                 if not m:
+                    fake.requests.append(Request(self.command, parts.path, query))
                     return None, query
+                request = Request(self.command, parts.path, query)
+                fake.requests.append(Request(
+                    self.command, parts.path, query, _verb(self.command, m["name"] is not None, request.is_watch),
+                    m["group"] or "", m["plural"] + (f"/{m['sub']}" if m["sub"] else "")))
                 res = f"{m['core']}/{m['plural']}" if m["core"] else f"{m['group']}/{m['version']}/{m['plural']}"
                 return (res, m["ns"], m["name"], m["sub"]), query
 

@@ -178,13 +178,3 @@ def test_readers_never_see_a_half_written_file(env: dict[str, str]) -> None:
         reader.join()
     assert errors == [] and len(seen) > 1
     assert json.loads(path.read_text())["n"] == 199
-
-
-def test_importing_job_does_not_import_mlflow() -> None:
-    import subprocess
-    import sys
-
-    code = "import sys, stepkit.job; print('mlflow' in sys.modules)"
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.unit.test_local_launcher import (  # noqa: F401 - fixtures
+from tests.integration.test_local_launcher import (  # noqa: F401 - fixtures
     launcher, make_spec, script, wait_terminal, workdir)
 from triggers.pipeline import Step
 
