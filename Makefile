@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install lint clean
+.PHONY: demo test bench install postgres lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,10 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The MLflow-server tests start their own PostgreSQL from the system's server binaries
+# (devstack/postgres.py); install them once where initdb is missing. Runs as root, as CI does.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "PostgreSQL's initdb is missing and there is no apt-get:" \
+	    "install the PostgreSQL server binaries (initdb, pg_ctl) by hand" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 demo: $(STAMP)
 	$(BIN)/loopline demo
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile   # 2 cores: the suite mostly waits on processes
 

@@ -12,10 +12,10 @@ import json
 from typing import Mapping, Sequence
 
 from agents.ports import Champion
+from stepkit.lineage import json_list, lineage_tag
 
 HISTORY_TAG = "loopline.{alias}.history"
 EVENT_TAG = "loopline.{alias}.event"
-LINEAGE_TAG = "loopline.lineage.{name}"      # ids of the chain that produced/deployed a version
 LINEAGE_LIST_LIMIT = 50                      # newest ids kept in an appended list tag
 
 
@@ -66,21 +66,13 @@ class MlflowRegistry:
     def record_lineage(self, model: str, version: str, ids: Mapping[str, str],
                        append: Mapping[str, str] | None = None) -> None:
         for name, value in ids.items():
-            self.client.set_model_version_tag(model, version, LINEAGE_TAG.format(name=name), value)
+            self.client.set_model_version_tag(model, version, lineage_tag(name), value)
         if append:
             tags = self.client.get_model_version(model, version).tags
             for name, value in append.items():
-                tag = LINEAGE_TAG.format(name=name)
-                items = _json_list(tags.get(tag))
+                tag = lineage_tag(name)
+                items = json_list(tags.get(tag))
                 if value not in items:
                     items.append(value)
                 self.client.set_model_version_tag(model, version, tag,
                                                   json.dumps(items[-LINEAGE_LIST_LIMIT:]))
-
-
-def _json_list(raw: str | None) -> list[str]:
-    try:
-        value = json.loads(raw) if raw else []
-    except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []

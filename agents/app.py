@@ -71,8 +71,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
         return app.topic(*names, value_type=bytes, key_type=bytes, value_serializer="raw",
                          key_serializer="raw")
 
-    trigger_inputs = (topics.data, topics.drift, topics.operator_verified, topics.clock,
-                      topics.training, topics.metrics, topics.deployment)
+    trigger_inputs = trigger.inputs()
 
     @app.agent(raw(topics.operator), name="operator")
     async def operator_agent(stream):
@@ -101,6 +100,10 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     @app.timer(interval=opts.tick_interval, on_leader=True)
     async def clock():
         await trigger.tick()
+
+    @app.on_partitions_assigned.connect
+    def trigger_partitions(app, assigned, **kwargs):    # the new assignment, whole
+        trigger.partitions_assigned(assigned)
 
     # drift monitor, metric windows, and the metric guard inside the trigger (agents.monitoring)
     monitoring.install(app, ctx, trigger, drift_checker)

@@ -13,11 +13,11 @@ import signal
 
 CRASH_ENV = "LOOPLINE_CRASH_AT"
 POINTS = (
-    "trigger.outbox-flushed",   # request and state stored (changelog flushed); request not yet published
+    "trigger.outbox-flushed",     # request stored with its state, changelog flushed; not yet published
     "trigger.request-published",  # request published; the outbox not yet emptied, offset not committed
-    "trainer.submitted",        # the run was launched; TrainingStarted not yet published, offset not committed
-    "evaluator.evaluated",      # ModelEvaluated published; ModelPromoted not yet
-    "deployer.alias-moved",     # the champion alias moved; the deployment event not yet published
+    "trainer.submitted",          # the run was launched; TrainingStarted not yet published, offset not committed
+    "evaluator.evaluated",        # ModelEvaluated published; ModelPromoted not yet
+    "deployer.alias-moved",       # the champion alias moved; the deployment event not yet published
 )
 _target = os.environ.get(CRASH_ENV) or None
 if _target is not None and _target not in POINTS:

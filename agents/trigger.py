@@ -15,9 +15,9 @@ event id and idempotency key, and the trainer's run name makes a second launch a
 The crash points `trigger.outbox-flushed` and `trigger.request-published` (agents.faults) sit
 on either side of the publish; `tests/faults/test_crash.py` kills the worker at each.
 
-`loopline_trainings_in_flight{model}` is set by the worker that owns the model's partition;
-one that loses the partition drops the model's series (`keep_partitions`), or it would report
-its last value forever beside the new owner's.
+`loopline_trainings_in_flight{model}` is set by the worker that owns the model's partition; a
+worker that loses the partition drops the model's series (`partitions_assigned`), or it would
+report its last value forever beside the new owner's.
 """
 
 from __future__ import annotations
@@ -76,13 +76,21 @@ class Trigger:
                 self._partitions.setdefault(topics.partition_of(name), []).append(name)
         return self._partitions.get(partition, [])
 
-    def keep_partitions(self, partitions: Iterable[int]) -> None:
-        """The trigger now owns these partitions (and no other): the in-flight gauge of every
-        model elsewhere is another worker's to report, so its series leaves this one."""
-        kept = set(partitions)
+    def inputs(self) -> tuple[str, ...]:
+        """The topics the trigger agent reads (its state is partitioned as they are)."""
+        t = self.ctx.opts.topics
+        return (t.data, t.drift, t.operator_verified, t.clock, t.training, t.metrics, t.deployment)
+
+    def partitions_assigned(self, assigned: Iterable[tuple[str, int]]) -> None:
+        """After a rebalance this worker holds the (topic, partition) pairs `assigned` and no
+        others. The in-flight gauge of a model on a partition it does not hold is the new
+        owner's to report: the series leaves this worker. Not done on revocation: aiokafka
+        revokes every partition at each rebalance, those that come straight back too."""
+        inputs = set(self.inputs())
+        held = {partition for topic, partition in assigned if topic in inputs}
         gauge = self.ctx.metrics.trainings_in_flight
         for partition in range(self.ctx.opts.topics.partitions):
-            if partition not in kept:
+            if partition not in held:
                 for name in self.models_on(partition):
                     gauge.remove(name)
 

@@ -14,85 +14,77 @@ from __future__ import annotations
 import argparse
 import time
 import traceback
+from functools import partial
 from typing import Any, Callable
 
 from bench import common, drift, launch, loop, memory, throughput, trigger
 
-FULL = {
-    "trigger": lambda: trigger.run(events=1000, rate=trigger.DEFAULT_RATE, models=100),
-    "launch": lambda: launch.run(launches=20),
-    "throughput": lambda: throughput.run(events=500_000),
-    "loop": lambda: loop.run(loops=4),
-    "drift": lambda: drift.run(size=100_000, columns=10, repeats=3),
-    "memory": lambda: memory.run(feedback=200_000),
-}
-QUICK = {
-    "trigger": lambda: trigger.run(events=40, rate=20, models=30, settle=1.0),
-    "launch": lambda: launch.run(launches=3, settle=1.0),
-    "throughput": lambda: throughput.run(events=20_000, models=4),
-    "loop": lambda: loop.run(loops=2),
-    "drift": lambda: drift.run(size=3000, columns=4, repeats=1),
-    "memory": lambda: memory.run(feedback=5000, idle_seconds=2.0),
-}
-SHOW: dict[str, Callable[[dict], None]] = {
-    "trigger": trigger.show, "launch": launch.show, "throughput": throughput.show,
-    "loop": loop.show, "drift": drift.show, "memory": memory.show,
+BENCHES = {bench.name: bench for bench in (trigger.BENCH, launch.BENCH, throughput.BENCH, loop.BENCH,
+                                           drift.BENCH, memory.BENCH)}
+FULL = {name: partial(bench.run, **bench.sizes()) for name, bench in BENCHES.items()}
+QUICK = {name: partial(bench.run, **bench.sizes(quick=True)) for name, bench in BENCHES.items()}
+
+
+def _trigger(r: dict) -> dict[str, Any]:
+    return {"measured": f"p99 {r['trigger']['p99_ms']:.1f} ms (p50 {r['trigger']['p50_ms']:.1f})",
+            "baseline": f"bare send→receive p99 {r['probe']['p99_ms']:.1f} ms", "ratio": f"{r['ratio_p99']}x",
+            "note": f"{r['requests']} requests at {r['rate']:g}/s, {r['models']} models"}
+
+
+def _launch(r: dict) -> dict[str, Any]:
+    return {"measured": f"p50 {r['launch']['p50_ms']:.0f} ms (p99 {r['launch']['p99_ms']:.0f})",
+            "baseline": f"bare python start p50 {r['bare_interpreter']['p50_ms']:.0f} ms",
+            "ratio": f"{r['ratio_p50']}x", "note": f"Dagster sensor + subprocess: {launch.dagster_quoted(r)}"}
+
+
+def _throughput(r: dict) -> dict[str, Any]:
+    return {"measured": f"{r['loopline']['per_second']:,}/s",
+            "baseline": f"bare aiokafka consume+parse {r['bare']['per_second']:,}/s", "ratio": f"{r['ratio']}x",
+            "note": f"{r['events']:,} events; all in windows: {r['loopline']['counted_in_windows'] == r['events']}; "
+                    f"bare librdkafka {(r.get('bare_librdkafka') or {}).get('per_second') or 0:,}/s"}
+
+
+def _loop(r: dict) -> dict[str, Any]:
+    return {"measured": f"{r['overhead_s']:.2f} s",
+            "note": f"median of warm loops; cold {r['cold_overhead_s']:.2f} s"}
+
+
+def _drift(r: dict) -> dict[str, Any]:
+    mon, alone = r["results"]["monitor_clean"], r["results"]["evidently_alone_clean"]
+    return {"measured": f"{mon['median_s']:.2f} s ({r['size']:,} rows x {r['columns']})",
+            "baseline": f"Evidently alone {alone['median_s']:.2f} s",
+            "ratio": f"{mon['median_s'] / alone['median_s']:.2f}x", "note": f"same verdict: {r['same_verdict']}"}
+
+
+def _memory(r: dict) -> dict[str, Any]:
+    return {"measured": f"{r['idle_mb']:.0f} MB idle", "note": f"peak under load {r['load_peak_mb']:.0f} MB"}
+
+
+# One summary row per benchmark: its goal (worded from the constants the benchmark checks), and
+# what the row says of a result; `holds` is the result's own (none where no goal is set).
+ROWS: dict[str, tuple[str, Callable[[dict], dict[str, Any]]]] = {
+    "trigger": (f"trigger latency p99 <= {trigger.GOAL_P99_MS:g} ms and <= {trigger.GOAL_RATIO:g}x bare p99",
+                _trigger),
+    "launch": (f"data event → training process running p50 <= {launch.GOAL_P50_MS:g} ms", _launch),
+    "throughput": (f"metric events >= {throughput.GOAL_PER_SECOND:,}/s and >= {throughput.GOAL_RATIO:g}x bare",
+                   _throughput),
+    "loop": (f"data event → promoted model answers, minus the step, <= {loop.GOAL_SECONDS:g} s", _loop),
+    "drift": ("drift check time (no goal set)", _drift),
+    "memory": (f"worker RSS idle <= {memory.GOAL_IDLE_MB:g} MB", _memory),
 }
 
 
 def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
     """One row per goal: what it is, what was measured, the bare baseline, the ratio, holds."""
     rows: list[dict[str, Any]] = []
-
-    def failed(name: str, goal: str) -> bool:
-        if "error" in results.get(name, {"error": "not run"}):
-            rows.append({"benchmark": name, "goal": goal, "measured": "failed",
-                         "baseline": "", "ratio": "", "holds": False,
-                         "note": results.get(name, {}).get("error", "not run")})
-            return True
-        return False
-
-    if "trigger" in results and not failed("trigger", "trigger latency p99 <= 10 ms and <= 3x bare p99"):
-        r = results["trigger"]
-        rows.append({"benchmark": "trigger", "goal": "trigger latency p99 <= 10 ms and <= 3x bare p99",
-                     "measured": f"p99 {r['trigger']['p99_ms']:.1f} ms (p50 {r['trigger']['p50_ms']:.1f})",
-                     "baseline": f"bare send→receive p99 {r['probe']['p99_ms']:.1f} ms",
-                     "ratio": f"{r['ratio_p99']}x", "holds": r["holds"],
-                     "note": f"{r['requests']} requests at {r['rate']:g}/s, {r['models']} models"})
-    if "launch" in results and not failed("launch", "data event → training process running p50 <= 300 ms"):
-        r = results["launch"]
-        rows.append({"benchmark": "launch", "goal": "data event → training process running p50 <= 300 ms",
-                     "measured": f"p50 {r['launch']['p50_ms']:.0f} ms (p99 {r['launch']['p99_ms']:.0f})",
-                     "baseline": f"bare python start p50 {r['bare_interpreter']['p50_ms']:.0f} ms",
-                     "ratio": f"{r['ratio_p50']}x", "holds": r["holds"],
-                     "note": f"Dagster sensor + subprocess: {r['dagster_p50_ms'] / 1000:.2f} s"})
-    if "throughput" in results and not failed("throughput", "metric events >= 100,000/s and >= 0.3x bare"):
-        r = results["throughput"]
-        rows.append({"benchmark": "throughput", "goal": "metric events >= 100,000/s and >= 0.3x bare",
-                     "measured": f"{r['loopline']['per_second']:,}/s",
-                     "baseline": f"bare aiokafka consume+parse {r['bare']['per_second']:,}/s",
-                     "ratio": f"{r['ratio']}x", "holds": r["holds"],
-                     "note": f"{r['events']:,} events; all in windows: "
-                             f"{r['loopline']['counted_in_windows'] == r['events']}; bare librdkafka "
-                             f"{(r.get('bare_librdkafka') or {}).get('per_second') or 0:,}/s"})
-    if "loop" in results and not failed("loop", "data event → promoted model answers, minus the step, <= 2 s"):
-        r = results["loop"]
-        rows.append({"benchmark": "loop", "goal": "data event → promoted model answers, minus the step, <= 2 s",
-                     "measured": f"{r['overhead_s']:.2f} s", "baseline": "", "ratio": "",
-                     "holds": r["holds"], "note": f"median of warm loops; cold {r['cold_overhead_s']:.2f} s"})
-    if "drift" in results and not failed("drift", "drift check (no goal set)"):
-        r = results["drift"]
-        mon, alone = r["results"]["monitor_clean"], r["results"]["evidently_alone_clean"]
-        rows.append({"benchmark": "drift", "goal": "drift check time (no goal set)",
-                     "measured": f"{mon['median_s']:.2f} s ({r['size']:,} rows x {r['columns']})",
-                     "baseline": f"Evidently alone {alone['median_s']:.2f} s",
-                     "ratio": f"{mon['median_s'] / alone['median_s']:.2f}x", "holds": None,
-                     "note": f"same verdict: {r['same_verdict']}"})
-    if "memory" in results and not failed("memory", "worker RSS idle <= 400 MB"):
-        r = results["memory"]
-        rows.append({"benchmark": "memory", "goal": "worker RSS idle <= 400 MB",
-                     "measured": f"{r['idle_mb']:.0f} MB idle", "baseline": "", "ratio": "",
-                     "holds": r["holds"], "note": f"peak under load {r['load_peak_mb']:.0f} MB"})
+    for name, (goal, describe) in ROWS.items():
+        if name not in results:
+            continue
+        r = results[name]
+        row = {"benchmark": name, "goal": goal, "measured": "", "baseline": "", "ratio": "",
+               "holds": r.get("holds"), "note": ""}
+        row.update({"measured": "failed", "holds": False, "note": r["error"]} if "error" in r else describe(r))
+        rows.append(row)
     return rows
 
 
@@ -116,7 +108,7 @@ def show_summary(rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (numbers not worth quoting)")
+    parser.add_argument("--quick", action="store_true", help=common.QUICK_HELP)
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
@@ -128,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name} (load {common.machine()['load'][0]:.2f}) ===", flush=True)
         try:
             results[name] = plan[name]()
-            SHOW[name](results[name])
-            common.write_result(name, results[name])
+            BENCHES[name].report(results[name])
         except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
             traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}

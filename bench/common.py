@@ -1,13 +1,16 @@
 """What every benchmark shares: the machine, percentiles, a bench `loopline.yaml`, a real stack,
-the bare-broker probes every number is compared with, and where the JSON goes.
+the bare-broker probes every number is compared with, and how one is run, shown and written.
 
 The probes are plain aiokafka clients on the same broker as the stack, run in the same process
 and measured the same way as the loop (wall clock at send, wall clock at receipt), so each
 benchmark can report its number as a ratio to what the broker itself costs on this machine.
+A figure that was not measured in the run (a number quoted from elsewhere) is printed with
+`quoted()`, so nobody reads it as one.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -19,8 +22,9 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -86,7 +90,18 @@ def ratio(measured: float, baseline: float) -> float | None:
     return round(measured / baseline, 3)
 
 
+def quoted(value: str, source: str) -> str:
+    """A figure this run did not measure, as it must be printed: marked, with where it comes from."""
+    return f"quoted: {value} (source: {source})"
+
+
+# --- running one ----------------------------------------------------------------------------------
+
+QUICK_HELP = "small sizes: everything runs, the numbers are not worth quoting"
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
+    """`<name>-<time>.json` (returned) and `<name>-latest.json` under bench/results/."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"{name}-{stamp}.json"
@@ -94,6 +109,47 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path.write_text(text)
     (RESULTS / f"{name}-latest.json").write_text(text)
     return path
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark, as `python -m bench` and `python -m bench.<name>` run it.
+
+    `full` holds the sizes of a real run: each key is a keyword of `run` and a command-line flag
+    (its type that of the value; None makes a text flag). `quick` is what `--quick` changes.
+    """
+
+    name: str
+    run: Callable[..., dict[str, Any]]
+    show: Callable[[dict[str, Any]], None]
+    full: Mapping[str, Any]
+    quick: Mapping[str, Any]
+    doc: str = ""
+
+    def sizes(self, quick: bool = False) -> dict[str, Any]:
+        return {**self.full, **self.quick} if quick else dict(self.full)
+
+    def report(self, result: dict[str, Any]) -> Path:
+        """Print the result's table and write its JSON to bench/results/; the timestamped file."""
+        self.show(result)
+        path = write_result(self.name, result)
+        print(f"wrote {path}")
+        return path
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """`python -m bench.<name> [--quick] [--<size> N ...]`: run, show, write."""
+        parser = argparse.ArgumentParser(prog=f"python -m bench.{self.name}", description=self.doc,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
+        for key, default in self.full.items():
+            quick = f"; --quick: {self.quick[key]}" if key in self.quick else ""
+            parser.add_argument(f"--{key.replace('_', '-')}", type=str if default is None else type(default),
+                                help=f"full run: {'not set' if default is None else default}{quick}")
+        args = vars(parser.parse_args(argv))
+        sizes = self.sizes(args.pop("quick"))
+        sizes.update({key: value for key, value in args.items() if value is not None})
+        self.report(self.run(**sizes))
+        return 0
 
 
 # --- a bench stack --------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Benchmark: the drift monitor's check against a cached reference vs Evidently alone.
 
-    python -m bench.drift [--size 100000] [--columns 10] [--repeats 3]
+    python -m bench.drift [--quick] [--size 100000] [--columns 10] [--repeats 3]
 
 Same run, same data: a training set of `size` rows x `columns` numeric columns, its reference
 recorded the way the job SDK records it (a seeded 5,000-row sample, parquet), and two current
@@ -19,15 +19,13 @@ bench/results/. `run(size)` returns the numbers for `make bench` and the unit te
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench import common
 
 
 def _data(size: int, columns: int, seed: int = 0):
@@ -134,21 +132,8 @@ def show(result: dict[str, Any]) -> None:
                   f"{result['monitor_not_slower']}; same verdict: {result['same_verdict']}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=100_000)
-    parser.add_argument("--columns", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
-    result = run(args.size, args.columns, args.repeats)
-    show(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for path in (RESULTS / f"drift-{stamp}.json", RESULTS / "drift-latest.json"):
-        path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {RESULTS / f'drift-{stamp}.json'}")
-    return 0
-
+BENCH = common.Bench("drift", run, show, full={"size": 100_000, "columns": 10, "repeats": 3},
+                     quick={"size": 3000, "columns": 4, "repeats": 1}, doc=__doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.main())

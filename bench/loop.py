@@ -1,6 +1,6 @@
 """Benchmark: loop overhead — data arrived → the promoted model answers, minus the training itself.
 
-    python -m bench.loop [--loops 4]
+    python -m bench.loop [--quick] [--loops 4]
 
 A real stack (embedded broker, worker, serving endpoint, MLflow on SQLite) with one model whose
 pipeline is one trivial training step (`bench.steps.trivial_train`: an MLflow run, a registered
@@ -17,7 +17,6 @@ events' own `time` attributes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -141,15 +140,7 @@ def show(result: dict[str, Any]) -> None:
                   f"cold (serving's first model load): {result['cold_overhead_s']:.2f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loops", type=int, default=4)
-    args = parser.parse_args(argv)
-    result = run(args.loops)
-    show(result)
-    print(f"wrote {common.write_result('loop', result)}")
-    return 0
-
+BENCH = common.Bench("loop", run, show, full={"loops": 4}, quick={"loops": 2}, doc=__doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.main())

@@ -1,6 +1,6 @@
 """Benchmark: worker memory — RSS of the worker process idle, and while it works.
 
-    python -m bench.memory [--feedback 200000]
+    python -m bench.memory [--quick] [--feedback 200000]
 
 A real stack with the repository's own `loopline.yaml` (the demo's model: drift monitor and
 online metric configured, so the drift process pool and the feedback consumer run). Idle: the
@@ -11,7 +11,6 @@ while it aggregates `feedback` feedback events and decides on a burst of data ev
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from pathlib import Path
@@ -106,15 +105,8 @@ def show(result: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--feedback", type=int, default=200_000)
-    args = parser.parse_args(argv)
-    result = run(args.feedback)
-    show(result)
-    print(f"wrote {common.write_result('memory', result)}")
-    return 0
-
+BENCH = common.Bench("memory", run, show, full={"feedback": 200_000},
+                     quick={"feedback": 5000, "idle_seconds": 2.0}, doc=__doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.main())

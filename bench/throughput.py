@@ -1,6 +1,6 @@
 """Benchmark: metric-event throughput — labelled predictions aggregated per second by the worker.
 
-    python -m bench.throughput [--events 300000] [--models 8]
+    python -m bench.throughput [--quick] [--events 500000] [--models 8]
 
 `events` FeedbackReceived events (the serving endpoint's format, ~450 bytes each, spread over
 `models` models and a few seconds of event time) are loaded into the feedback topic of an
@@ -22,7 +22,6 @@ The worker's RSS is sampled while it works.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import re
@@ -185,16 +184,8 @@ def show(result: dict[str, Any]) -> None:
                   f"{GOAL_PER_SECOND:,}/s); to bare librdkafka: {result.get('ratio_librdkafka')}x")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--models", type=int, default=8)
-    args = parser.parse_args(argv)
-    result = run(args.events, args.models)
-    show(result)
-    print(f"wrote {common.write_result('throughput', result)}")
-    return 0
-
+BENCH = common.Bench("throughput", run, show, full={"events": 500_000, "models": 8},
+                     quick={"events": 20_000, "models": 4}, doc=__doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.main())

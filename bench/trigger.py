@@ -1,6 +1,6 @@
 """Benchmark: trigger latency — a data-arrival event sent → its training request published.
 
-    python -m bench.trigger [--events 1000] [--rate 20] [--models 100] [--bootstrap HOST:PORT]
+    python -m bench.trigger [--quick] [--events 1000] [--rate 20] [--models 100] [--bootstrap HOST:PORT]
 
 A real stack (embedded broker, worker process) with `models` models whose retrain policy asks
 for a training on every data event and whose pipeline is one trivial step (`true`). The bench
@@ -22,7 +22,6 @@ a broker that answers a fetch when data arrives, which Tansu does not (README, P
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -192,18 +191,9 @@ def show(result: dict[str, Any]) -> None:
                   f"worker RSS after: {result['worker_rss_mb']:.0f} MB")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE)
-    parser.add_argument("--models", type=int, default=100)
-    parser.add_argument("--bootstrap", help="a running broker instead of the embedded one")
-    args = parser.parse_args(argv)
-    result = run(args.events, args.rate, args.models, bootstrap=args.bootstrap)
-    show(result)
-    print(f"wrote {common.write_result('trigger', result)}")
-    return 0
-
+BENCH = common.Bench("trigger", run, show,
+                     full={"events": 1000, "rate": DEFAULT_RATE, "models": 100, "bootstrap": None},
+                     quick={"events": 40, "rate": 20.0, "models": 30, "settle": 1.0}, doc=__doc__)
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(BENCH.main())

@@ -13,58 +13,48 @@ Evidently report, and the trigger retrains on the new data (reason "drift").
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.request
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from devstack.observe import Observer
 from devstack.stack import REPO, LocalStack, Process
+from loopline.commands.render import short_type
 from streams import events as ev
 from streams.codec import Decoded, build
+from streams.describe import describe
 from streams.publisher import Publisher
 
 MODEL = "classifier"
 OUTCOME_TYPES = {ev.DeploymentDone.TYPE, ev.DeploymentRefused.TYPE, ev.TrainingFailed.TYPE}
-console = Console()
+PIPED_WIDTH = 240          # wide enough for a version row with a long rejection reason
 
 
-def describe(d: Decoded) -> str:
-    """One human line per event."""
-    data = d.data
-    if isinstance(data, ev.DataArrived):
-        return f"{data.version}: {data.rows} rows"
-    if isinstance(data, ev.TrainingRequested):
-        return f"reason={data.reason} on {', '.join(data.data_versions)}"
-    if isinstance(data, ev.TrainingStarted):
-        return f"run {data.run_name} ({data.launcher})"
-    if isinstance(data, ev.TrainingSucceeded):
-        version = data.outputs.get("train", {}).get("model_version")
-        return f"run {data.run_name} → v{version} in {data.duration_seconds or 0:.1f}s"
-    if isinstance(data, ev.TrainingFailed):
-        return f"run {data.run_name}: {data.reason}"
+def make_console(file=None) -> Console:
+    """A terminal's width on a terminal; elsewhere (a CI log, `| tee`) COLUMNS if set, else a wide
+    one: rich would fall back to 80 columns, and the versions table would wrap every row."""
+    console = Console(file=file)
+    if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
+        console.width = PIPED_WIDTH
+    return console
+
+
+console = make_console()
+
+
+def event_line(data: ev.EventData) -> str:
+    """The event's description as rich markup: escaped, with an evaluation's verdict coloured."""
+    line = escape(describe(data))
     if isinstance(data, ev.ModelEvaluated):
-        verdict = "[green]passed[/]" if data.passed else "[red]rejected[/]"
-        return f"v{data.version} {verdict}: {'; '.join(data.reasons)}"
-    if isinstance(data, ev.ModelPromoted):
-        return f"v{data.version} promoted over v{data.champion_version or '-'}"
-    if isinstance(data, (ev.DeploymentDone, ev.DeploymentRolledBack)):
-        return f"{data.alias} → v{data.version}"
-    if isinstance(data, ev.DeploymentRefused):
-        return data.reason
-    if isinstance(data, ev.DriftDetected):
-        drifted = ", ".join(f"{c} ({v.get('method', '?')} {v.get('score', 0):.2f})"
-                            for c, v in data.columns.items() if v.get("drifted"))
-        return (f"{data.dataset_version} vs v{data.model_version} reference "
-                f"({data.reference_version}): share {data.drift_share:.2f}, drifted: {drifted}")
-    if isinstance(data, ev.RollbackRequested):
-        return f"v{data.from_version} → v{data.version}: {data.reason}"
-    if isinstance(data, ev.MetricReported):
-        return f"v{data.model_version} {data.metric} {data.value:.3f} over {data.count} predictions"
-    return ""
+        verdict, colour = ("passed", "green") if data.passed else ("rejected", "red")
+        line = line.replace(verdict, f"[{colour}]{verdict}[/]", 1)
+    return line
 
 
 def report_links(tracking_uri: str):
@@ -84,10 +74,6 @@ def report_links(tracking_uri: str):
     return link
 
 
-def short_type(event_type: str) -> str:
-    return event_type.removeprefix("io.loopline.")
-
-
 class Printer:
     """Prints each new event once, as it lands on the bus."""
 
@@ -103,7 +89,7 @@ class Printer:
             if d.event.type == ev.ClockTicked.TYPE:
                 continue
             console.print(f"[dim]{time.time() - self.started:6.1f}s[/] "
-                          f"[bold cyan]{short_type(d.event.type):22}[/] {describe(d)}")
+                          f"[bold cyan]{short_type(d.event.type):22}[/] {event_line(d.data)}")
             if isinstance(d.data, ev.DriftDetected):
                 console.print(f"{'':30}drift report: [link]{self.link(d.data.report_uri)}[/]")
 
@@ -218,8 +204,9 @@ def _ask_serving(port: int, rows, observer: Observer, serving: Process, timeout:
     return answer
 
 
-def _summary(observer: Observer, answer: dict, elapsed: float, drift: dict | None = None,
-             link=None) -> None:
+def versions_table(observer: Observer) -> Table:
+    """Every version evaluated: what it was trained on, its score against the champion's, the
+    verdict and why, and how long from the data's arrival to its deployment."""
     evaluated = observer.of_type(ev.ModelEvaluated.TYPE, MODEL)
     deployed = {d.data.version: d for d in observer.of_type(ev.DeploymentDone.TYPE, MODEL)}
     arrivals = {d.event.id: d.event.timestamp for d in observer.of_type(ev.DataArrived.TYPE, MODEL)}
@@ -240,12 +227,18 @@ def _summary(observer: Observer, answer: dict, elapsed: float, drift: dict | Non
         table.add_row(f"v{data.version}", trained_on,
                       f"{data.candidate_metrics.get(data.metric) or 0:.3f}", champion,
                       "[green]promoted[/]" if data.passed else "[red]rejected[/]",
-                      "; ".join(data.reasons), latency)
+                      escape("; ".join(data.reasons)), latency)
+    return table
+
+
+def _summary(observer: Observer, answer: dict, elapsed: float, drift: dict | None = None,
+             link=None) -> None:
     console.print()
-    console.print(table)
+    console.print(versions_table(observer))
+    evaluated = observer.of_type(ev.ModelEvaluated.TYPE, MODEL)
     failed = observer.of_type(ev.TrainingFailed.TYPE, MODEL)
     counts = Table(title="Summary", show_header=False)
-    counts.add_row("data batches", str(len(arrivals)))
+    counts.add_row("data batches", str(len(observer.of_type(ev.DataArrived.TYPE, MODEL))))
     counts.add_row("versions trained", str(len(evaluated)))
     counts.add_row("promoted", str(sum(d.data.passed for d in evaluated)))
     counts.add_row("rejected", str(sum(not d.data.passed for d in evaluated)))

@@ -11,13 +11,14 @@ import getpass
 import logging
 import sys
 
-from loopline.commands import CliError
+from loopline.commands import CliError, require_broker
 from loopline.commands import inspect as inspect_cmd
 from loopline.commands import lineage as lineage_cmd
 from loopline.commands import operator as operator_cmd
 from loopline.commands import status as status_cmd
 from loopline.config import ConfigError
 from loopline.settings import Settings
+from loopline.startup import EXIT_BROKER_UNREACHABLE, BrokerUnreachable
 from streams.signing import KeyFileError
 
 
@@ -71,20 +72,39 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings.tracking_uri, settings.broker, settings.topics,
               list(config.load(settings.config)), args.host, args.port)
         return 0
-    if args.command == "topics":
-        from streams.admin import ensure_topics
-        for name, partitions in ensure_topics(settings.broker, settings.topics).items():
-            print(f"{name}\t{partitions}")
-        return 0
     try:
+        if _reads_the_bus(args):
+            require_broker(settings.broker)     # before MLflow's import (seconds) and any Kafka client
+        if args.command == "topics":
+            return _topics(settings)
         if getattr(args, "func", None) is not None:
             return args.func(args, settings)
         if args.kind in operator_cmd.COMMANDS:
             return operator_cmd.run(args, settings)
+        return _publish(args, settings)
+    except BrokerUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BROKER_UNREACHABLE
     except (CliError, KeyFileError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return _publish(args, settings)
+
+
+def _reads_the_bus(args) -> bool:
+    """Whether the command needs Kafka from its start; operator commands check their key first."""
+    if args.command == "lineage":
+        return not args.no_topics
+    if args.command == "publish":
+        return args.kind not in operator_cmd.COMMANDS
+    return args.command in ("topics", "status", "events", "dlq")
+
+
+def _topics(settings: Settings) -> int:
+    from streams.admin import ensure_topics
+
+    for name, partitions in ensure_topics(settings.broker, settings.topics).items():
+        print(f"{name}\t{partitions}")
+    return 0
 
 
 def _publish(args, settings: Settings) -> int:

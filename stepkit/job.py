@@ -39,6 +39,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stepkit.lineage import lineage_tag
+
 if TYPE_CHECKING:
     import mlflow
     import pandas as pd
@@ -241,14 +243,14 @@ class JobContext:
             TAG_PREFIX + "data_versions": ",".join(self.data_versions),
         }
         if self.request_event and self.request_event.get("id"):
-            tags[TAG_PREFIX + "lineage.request_id"] = str(self.request_event["id"])
+            tags[lineage_tag("request_id")] = str(self.request_event["id"])
         causes = [str(c) for c in self.request.get("causes") or []]
         if causes:
             kept = list(causes)
             while len(kept) > 1 and len(json.dumps(kept)) > 4000:   # MLflow caps tag values
                 kept.pop(0)                                          # newest causes kept
-            tags[TAG_PREFIX + "lineage.trigger_events"] = json.dumps(kept)
-            tags[TAG_PREFIX + "lineage.trigger_event_count"] = str(len(causes))
+            tags[lineage_tag("trigger_events")] = json.dumps(kept)
+            tags[lineage_tag("trigger_event_count")] = str(len(causes))
         return tags
 
     @contextmanager

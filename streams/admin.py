@@ -35,7 +35,7 @@ def ensure_topics(bootstrap: str, topics: Topics, *, timeout: float = 30.0,
                 admin.create_topics([topic], timeout_ms=int(timeout * 1000))
             except TopicAlreadyExistsError:
                 pass
-        return _check_partitions(admin, wanted, topics.partitions)
+        return _check_partitions(admin, wanted, topics.partitions, time.monotonic() + timeout)
     finally:
         admin.close()
 
@@ -51,10 +51,26 @@ def _connect(bootstrap: str, timeout: float, config: dict) -> KafkaAdminClient:
             time.sleep(0.5)
 
 
-def _check_partitions(admin: KafkaAdminClient, wanted, partitions: int) -> dict[str, int]:
-    found = {}
-    for meta in admin.describe_topics(list(wanted)):
-        found[meta.get("name") or meta.get("topic")] = len(meta["partitions"])
+def _check_partitions(admin: KafkaAdminClient, wanted, partitions: int, deadline: float) -> dict[str, int]:
+    """Partition counts once every topic is visible; a count other than `partitions` is an error.
+
+    Apache Kafka creates a topic in its controller and tells the brokers' metadata caches a
+    moment later: a describe right after the create may not know the topic yet (no partitions,
+    UNKNOWN_TOPIC_OR_PARTITION). That is "not yet", not a mismatch, so it is asked again.
+    """
+    while True:
+        found, unseen = {}, []
+        for meta in admin.describe_topics(list(wanted)):
+            name = meta.get("name") or meta.get("topic")
+            if meta.get("error_code") or not meta["partitions"]:
+                unseen.append(name)
+            else:
+                found[name] = len(meta["partitions"])
+        if not unseen:
+            break
+        if time.monotonic() > deadline:
+            raise TopicMismatch(f"topics created but not visible in the broker's metadata: {sorted(unseen)}")
+        time.sleep(0.1)   # the metadata cache catches up within a few hundred ms
     wrong = {name: n for name, n in found.items() if n != partitions}
     if wrong:
         raise TopicMismatch(f"topics exist with a partition count other than {partitions}: {wrong}")

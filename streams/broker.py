@@ -41,6 +41,9 @@ def probe(bootstrap: str, timeout: float = 2.0) -> str | None:
     reasons = []
     for address in bootstrap.split(","):
         host, _, port = address.strip().rpartition(":")
+        if not port.isdigit():
+            reasons.append(f"{address.strip()!r} is not HOST:PORT")
+            continue
         try:
             with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as sock:
                 sock.settimeout(timeout)

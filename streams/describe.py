@@ -32,7 +32,8 @@ def _describe(data: ev.EventData) -> str:
             return (f"{origin}{data.dataset_version} vs {against}: share {data.drift_share:.2f}, "
                     f"drifted: {drifted}")
         case ev.MetricReported():
-            return f"{_v(data.model_version)}{data.metric} {data.value:.3f} over {_count(data.count, 'prediction')}"
+            over = _count(data.count, "prediction")
+            return f"{_v(data.model_version)}{data.metric} {data.value:.3f} over {over}"
         case ev.PredictionLogged():
             return f"v{data.model_version} answered {_count(len(data.prediction_ids), 'row')}"
         case ev.FeedbackReceived():

@@ -1,5 +1,13 @@
 """The CloudEvents 1.0 envelope every loopline event travels in.
 
+Why ours, not the CloudEvents SDK (`cloudevents` 2.2, whose Kafka binding reads both modes):
+its reader is lenient where a dead-letter reason is owed (a record without `id` is given a
+random one, specversion 0.3 passes, `data` may be any JSON, invalid `data_base64` becomes b"",
+non-string extensions pass), lets raw UnicodeDecodeError/AttributeError/ValueError escape, turns
+`time` into a datetime written back reformatted (".123Z" -> ".123000Z": a signed command's
+canonical bytes would change) and adds the record key as a `partitionkey` attribute. Keeping
+loopline's checks on top of it would cost about twice our decode time per event.
+
 We write structured JSON mode (one self-describing JSON document per record, readable with any
 Kafka tool) and read both structured and binary mode (`ce_*` headers, value = data), so events
 from other CloudEvents producers are accepted too. Causality rides in two extension attributes:

@@ -10,6 +10,7 @@ on it is still to be read. Blocking: call it from a thread, not an event loop.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -41,14 +42,29 @@ class LagProbe:
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                       enable_auto_commit=False, **config)
 
-    def committed(self) -> dict[tuple[str, int], int]:
-        admin = self.admin
-        if hasattr(admin, "list_group_offsets"):                 # kafka-python >= 3
-            offsets = admin.list_group_offsets(self.group).get(self.group, {})
-        else:                                                     # kafka-python 2.x
-            offsets = admin.list_consumer_group_offsets(self.group)
+    def committed(self, patience: float = 5.0) -> dict[tuple[str, int], int]:
+        """The group's committed offsets. A coordinator that is not there yet (Apache Kafka
+        creates `__consumer_offsets` on the first lookup; a coordinator moves in a broker
+        restart) is a retriable error: asked again for up to `patience` seconds."""
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                offsets = self._group_offsets()
+                break
+            except KafkaError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()
                 if meta is not None and meta.offset is not None and meta.offset >= 0}
+
+    def _group_offsets(self):
+        admin = self.admin
+        if hasattr(admin, "list_group_offsets"):                 # kafka-python >= 3
+            return admin.list_group_offsets(self.group).get(self.group, {})
+        return admin.list_consumer_group_offsets(self.group)     # kafka-python 2.x
 
     def partitions(self, topics: Iterable[str]) -> list[tuple[str, int]]:
         out = []

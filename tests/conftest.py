@@ -1,9 +1,13 @@
 """Shared fixtures: one broker per session (a switch chooses which), a fresh topic prefix per test.
 
-    pytest                        the embedded Tansu broker (default)
-    pytest --broker docker        testcontainers' Apache Kafka (skipped where Docker is absent)
-    pytest --broker HOST:PORT     any running Kafka-protocol broker
-(or LOOPLINE_TEST_BROKER=...). The integration tests run unchanged on each.
+    pytest                          the embedded Tansu broker (default)
+    pytest --broker kafka           Apache Kafka itself (KRaft, on this machine's Java; devstack.kafka)
+    pytest --broker docker          testcontainers' Apache Kafka (skipped where Docker is absent)
+    pytest --broker HOST:PORT       any running Kafka-protocol broker
+    pytest --broker embedded,kafka  tests marked `every_broker` on each; the rest on the first
+(or LOOPLINE_TEST_BROKER=...). The integration tests run unchanged on each. `make test` runs
+`--broker embedded,kafka`: where Java or Maven is missing, the Kafka runs skip with that reason
+outside CI and fail in CI.
 """
 
 from __future__ import annotations
@@ -20,7 +24,21 @@ KAFKA_IMAGE = "apache/kafka:3.9.1"
 
 def pytest_addoption(parser):
     parser.addoption("--broker", default=os.environ.get("LOOPLINE_TEST_BROKER", "embedded"),
-                     help="embedded | docker | HOST:PORT")
+                     help="embedded | kafka | docker | HOST:PORT, or a comma list (see tests/conftest.py)")
+
+
+def pytest_generate_tests(metafunc):
+    """`bootstrap` is parametrized by broker: each one for `every_broker` tests, else the first."""
+    if "bootstrap" not in metafunc.fixturenames:
+        return
+    brokers = [b.strip() for b in metafunc.config.getoption("--broker").split(",") if b.strip()]
+    if metafunc.definition.get_closest_marker("every_broker") is None:
+        brokers = brokers[:1]
+    metafunc.parametrize("bootstrap", brokers, indirect=True, scope="session")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
 
 
 def docker_unavailable_reason() -> str | None:
@@ -45,16 +63,27 @@ def docker_kafka():
 
 @pytest.fixture(scope="session")
 def bootstrap(request, tmp_path_factory):
-    choice = request.config.getoption("--broker")
+    choice = request.param
     if choice == "embedded":
         from streams.broker import EmbeddedBroker
 
         log = tmp_path_factory.mktemp("broker") / "tansu.log"
         with EmbeddedBroker(log_path=log) as broker:
             yield broker.bootstrap
+    elif choice == "kafka":
+        from devstack import kafka
+
+        reason = kafka.unavailable()
+        if reason:
+            if in_ci():
+                pytest.fail(f"CI runs the broker tests on Apache Kafka too: {reason}", pytrace=False)
+            pytest.skip(reason)
+        log = tmp_path_factory.mktemp("kafka") / "kafka.log"
+        with kafka.ApacheKafka(log_path=log) as broker:
+            yield broker.bootstrap
     elif choice == "docker":
-        with docker_kafka() as kafka:
-            yield kafka.get_bootstrap_server()
+        with docker_kafka() as container:
+            yield container.get_bootstrap_server()
     else:
         yield choice
 

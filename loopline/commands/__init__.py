@@ -10,6 +10,23 @@ the bus through `loopline.commands.snapshot` and MLflow through its client; none
 consumer group or changes anything except by publishing an event.
 """
 
+from loopline.startup import BrokerUnreachable
+from streams.broker import probe
+
 
 class CliError(Exception):
     """A usage or environment problem worth one line on stderr and exit code 2."""
+
+
+def require_broker(bootstrap: str, timeout: float = 2.0) -> None:
+    """Raise BrokerUnreachable (exit code 3, as for the worker) unless a broker answers.
+
+    Called before any kafka-python client is made: against an address nobody answers, that
+    client retries for over half a minute and ends in a KafkaTimeoutError traceback, where
+    one bounded probe says in seconds what is wrong and what to do.
+    """
+    reason = probe(bootstrap, timeout)
+    if reason is not None:
+        raise BrokerUnreachable(f"no Kafka broker answered at {bootstrap} ({reason}): set "
+                                "LOOPLINE_BROKER=HOST:PORT, or run `loopline demo` for an "
+                                "embedded one")

@@ -15,10 +15,9 @@ from typing import Any, Iterable
 
 from loopline.commands import CliError, render
 from loopline.settings import Settings
+from stepkit.lineage import LINEAGE_TAG_PREFIX, json_list, lineage_tag
 from streams import events as ev
 from streams.describe import describe
-
-TAG = "loopline.lineage."
 
 
 def add_parser(sub) -> None:
@@ -72,14 +71,18 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
     by_id = {s.event.id: s for s in events}
     by_key = {s.event.key: s for s in events}
     run_tags = run.get("tags") or {}
+
+    def tagged(name: str) -> str | None:
+        return tags.get(lineage_tag(name))
+
     key = tags.get("loopline.idempotency_key") or run_tags.get("loopline.idempotency_key")
-    request_id = tags.get(TAG + "request_id") or run_tags.get("loopline.causation_id")
+    request_id = tagged("request_id") or run_tags.get("loopline.causation_id")
 
     request = by_id.get(request_id) if request_id else None
     if request is None or request.event.type != ev.TrainingRequested.TYPE:
         request = next((s for s in events if s.event.type == ev.TrainingRequested.TYPE
                         and s.data.idempotency_key == key), None)
-    causes = list(request.data.causes) if request else _json_list(tags.get(TAG + "trigger_events"))
+    causes = list(request.data.causes) if request else json_list(tagged("trigger_events"))
     data_versions = (list(request.data.data_versions) if request else
                      [v for v in (tags.get("loopline.data_versions") or "").split(",") if v])
 
@@ -91,8 +94,8 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
 
     started = of_key(ev.TrainingStarted.TYPE)
     finished = of_key(ev.TrainingSucceeded.TYPE, ev.TrainingFailed.TYPE)
-    evaluation = _pick(of_version(ev.ModelEvaluated.TYPE), tags.get(TAG + "evaluated_event_id"))
-    promotion = _pick(of_version(ev.ModelPromoted.TYPE), tags.get(TAG + "promoted_event_id"))
+    evaluation = _pick(of_version(ev.ModelEvaluated.TYPE), tagged("evaluated_event_id"))
+    promotion = _pick(of_version(ev.ModelPromoted.TYPE), tagged("promoted_event_id"))
     deployments = of_version(ev.DeploymentDone.TYPE, ev.DeploymentRolledBack.TYPE)
     deployed_ids = {s.event.id for s in deployments}
     retired = [s for s in events if (s.event.type == ev.DeploymentRolledBack.TYPE and s.data.from_version == version)
@@ -101,8 +104,8 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
 
     return {
         "model": model, "version": version,
-        "sources": {"topics": bool(events), "tags": any(k.startswith(TAG) for k in tags)},
-        "correlation_id": tags.get("loopline.correlation_id") or tags.get(TAG + "correlation_id"),
+        "sources": {"topics": bool(events), "tags": any(k.startswith(LINEAGE_TAG_PREFIX) for k in tags)},
+        "correlation_id": tags.get("loopline.correlation_id") or tagged("correlation_id"),
         "idempotency_key": key,
         "triggers": [_trigger(c, by_key.get(c)) for c in causes],
         "request": _request(request, request_id, key),
@@ -110,7 +113,7 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
             "run_name": tags.get("loopline.run_name") or (started[0].data.run_name if started else None),
             "started": [_ref(s) for s in started],
             "finished": [_ref(s, duration_seconds=s.data.duration_seconds) for s in finished]
-            or _ids(tags.get(TAG + "training_event_id")),
+            or _ids(tagged("training_event_id")),
         },
         "run": {"run_id": run.get("run_id"), "link": run.get("link"), "status": run.get("status"),
                 "causation_id": run_tags.get("loopline.causation_id"),
@@ -121,9 +124,9 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
         "evaluation": _evaluation(evaluation, tags),
         "promotion": (_ref(promotion, champion_version=promotion.data.champion_version,
                            reasons=list(promotion.data.reasons)) if promotion else
-                      ({"id": tags[TAG + "promoted_event_id"]} if tags.get(TAG + "promoted_event_id") else None)),
+                      ({"id": tagged("promoted_event_id")} if tagged("promoted_event_id") else None)),
         "deployments": [_deployment(s, by_id) for s in deployments] + [
-            {"id": i} for i in _json_list(tags.get(TAG + "deployment_event_ids")) if i not in deployed_ids],
+            {"id": i} for i in json_list(tagged("deployment_event_ids")) if i not in deployed_ids],
         "retired": [_deployment(s, by_id) for s in retired],
     }
 
@@ -162,7 +165,7 @@ def _request(s, request_id: str | None, key: str | None) -> dict | None:
 
 def _evaluation(s, tags: dict[str, str]) -> dict | None:
     if s is None:
-        wanted = tags.get(TAG + "evaluated_event_id")
+        wanted = tags.get(lineage_tag("evaluated_event_id"))
         return {"id": wanted, "passed": tags.get("loopline.gate") == "passed",
                 "reasons": [r for r in (tags.get("loopline.gate.reasons") or "").split(" | ") if r]} \
             if wanted else None
@@ -191,18 +194,11 @@ def _eval_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return dict(sorted((evaluated or metrics).items()))
 
 
-def _json_list(raw: str | None) -> list[str]:
-    try:
-        value = json.loads(raw) if raw else []
-    except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []
-
-
 # --- showing ---------------------------------------------------------------------------------
 
 def show(chain: dict, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.tree import Tree
 
     console = console or Console()
@@ -211,7 +207,7 @@ def show(chain: dict, console=None) -> None:
                 f"{chain['correlation_id'] or '-'})")
     triggers = tree.add("triggered by")
     for t in chain["triggers"] or [{"id": "-"}]:
-        detail = f" {render.short_type(t['type'])} {t['summary']}" if t.get("type") else ""
+        detail = f" {render.short_type(t['type'])} {escape(t['summary'])}" if t.get("type") else ""
         triggers.add(f"{t['id']}{detail} [dim]{t.get('source', '')}[/]")
     req = chain["request"]
     if req:
@@ -238,15 +234,15 @@ def show(chain: dict, console=None) -> None:
         node = tree.add(f"evaluation {evaluation['id']}: {'passed' if evaluation.get('passed') else 'rejected'}"
                         f" {metrics}" + (f" vs champion v{champ}" if champ else ""))
         for reason in evaluation.get("reasons") or []:
-            node.add(reason)
+            node.add(escape(reason))
     promotion = chain["promotion"]
     tree.add(f"promotion {promotion['id']}" if promotion else "promotion -")
     deployments = tree.add("deployments")
     for d in chain["deployments"] or [{"id": "-"}]:
-        node = deployments.add(f"{d['id']} {d.get('summary', '')}")
+        node = deployments.add(f"{d['id']} {escape(d.get('summary', ''))}")
         cause = d.get("cause")
         if cause:
-            node.add(f"caused by {cause['id']} {cause.get('summary', '')}")
+            node.add(f"caused by {cause['id']} {escape(cause.get('summary', ''))}")
     for d in chain["retired"]:
-        deployments.add(f"[dim]later: {d['id']} {d.get('summary', '')}[/]")
+        deployments.add(f"[dim]later: {d['id']} {escape(d.get('summary', ''))}[/]")
     console.print(tree)

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import replace
 
-from loopline.commands import CliError
+from loopline.commands import CliError, require_broker
 from loopline.settings import Settings
 from streams import events as ev
 from streams import signing
@@ -92,6 +92,7 @@ def run(args, settings: Settings) -> int:
         return 0
     from streams.publisher import Publisher
 
+    require_broker(settings.broker)
     with Publisher(settings.broker, settings.topics) as publisher:
         publisher.publish(event)
     if args.json:
@@ -120,6 +121,7 @@ def _preview_trigger(command: str, event: CloudEvent, model, settings: Settings,
     from agents import policies as p
     from loopline.commands.snapshot import model_states
 
+    require_broker(settings.broker)
     state = model_states(settings.broker, settings.group).get(model.name, p.ModelState())
     details = [f"state: paused={state.paused} in_flight={state.in_flight or '-'} "
                f"new_rows={state.new_rows} pending={','.join(state.pending) or '-'} "

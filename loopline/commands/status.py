@@ -183,6 +183,7 @@ def consumer_lag(settings: Settings) -> dict[str, dict]:
 
 def show(report: dict, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -209,7 +210,8 @@ def show(report: dict, console=None) -> None:
         else:
             table.add_row("training", "none in flight")
         for event_type, last in m["last_events"].items():
-            table.add_row(render.short_type(event_type), f"{last['time']} {last['summary']} [dim]{last['id']}[/]")
+            table.add_row(render.short_type(event_type),
+                          f"{last['time']} {escape(last['summary'])} [dim]{last['id']}[/]")
         dead = m["dead_letters"]
         table.add_row("dead letters", str(dead["count"]) + (
             f" (last {dead['last']['id']}: {dead['last']['reason']})" if dead["last"] else ""))

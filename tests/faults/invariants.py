@@ -30,6 +30,15 @@ def unstarted(observer: Observer) -> set[str]:
     return set(requests_by_key(observer)) - started
 
 
+def launches(observer: Observer) -> dict[str, list[bool]]:
+    """idempotency key -> `created` of each TrainingStarted for it, in order: True when that
+    request launched a run, False when the run existed already (a request delivered again)."""
+    created: dict[str, list[bool]] = defaultdict(list)
+    for d in observer.of_type(ev.TrainingStarted.TYPE):
+        created[d.data.idempotency_key].append(d.data.created)
+    return created
+
+
 def assert_nothing_lost_nothing_doubled(observer: Observer, event_keys: set[str], runs_dir: Path) -> None:
     by_key = requests_by_key(observer)
     assert not unrequested(observer, event_keys), "an input event never led to a training request"
@@ -39,9 +48,7 @@ def assert_nothing_lost_nothing_doubled(observer: Observer, event_keys: set[str]
             owners[cause].append(key)
     doubled = {cause: keys for cause, keys in owners.items() if len(keys) > 1}
     assert not doubled, f"input events that caused two different trainings: {doubled}"
-    created = defaultdict(int)
-    for d in observer.of_type(ev.TrainingStarted.TYPE):
-        created[d.data.idempotency_key] += d.data.created
-    assert all(count <= 1 for count in created.values()), f"a key launched twice: {dict(created)}"
+    created = launches(observer)
+    assert all(sum(flags) <= 1 for flags in created.values()), f"a key launched twice: {dict(created)}"
     runs = [p for p in runs_dir.iterdir() if p.is_dir()] if runs_dir.exists() else []
     assert len(runs) == len(by_key), f"{len(runs)} runs for {len(by_key)} idempotency keys"

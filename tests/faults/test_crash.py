@@ -1,22 +1,30 @@
 """SIGKILL the worker at the worst moments, restart it, and check that the loop finished anyway.
 
 Each crash point sits between a side effect and its acknowledgement (agents/faults.py): the
-run launched but not announced; the evaluation announced but not the promotion; the alias
-moved but not the deployment. After a restart the redelivered events must complete the cut
-work exactly once.
+training request stored in the trigger's outbox but not published; published but the outbox
+not emptied; the run launched but not announced; the evaluation announced but not the
+promotion; the alias moved but not the deployment. After a restart the redelivered events must
+complete the cut work exactly once. What the killed worker left on the broker is read before
+the restart, so a point's own check can say what the restart did with it.
 """
 
 from __future__ import annotations
 
+import json
 import signal
+from dataclasses import dataclass
 
 import mlflow
 import pytest
 
+from agents.trigger import OUTBOX, state_changelog
 from devstack.stack import LocalStack
+from loopline.commands.snapshot import read_records
 from streams import events as ev
+from streams.codec import decode
+from streams.envelope import CloudEvent
 from streams.publisher import Publisher
-from tests.faults.invariants import assert_nothing_lost_nothing_doubled
+from tests.faults.invariants import assert_nothing_lost_nothing_doubled, launches
 from tests.integration.loop_harness import MODEL, data_event, write_config
 
 pytestmark = pytest.mark.slow
@@ -27,7 +35,52 @@ def wait_killed(process, timeout: float = 120.0) -> None:
     assert process.proc.returncode == -signal.SIGKILL, process.tail()
 
 
-@pytest.mark.parametrize("point", ["trainer.submitted", "evaluator.evaluated", "deployer.alias-moved"])
+@dataclass(frozen=True)
+class Left:
+    """What a killed worker left on the broker."""
+    requests: list[CloudEvent]      # the training requests published
+    stored: dict                    # the trigger's last stored value for MODEL (its outbox too)
+
+
+def left_by(stack: LocalStack) -> Left:
+    topics = stack.settings.topics
+    requests = [decode(r.value, r.headers).event
+                for r in read_records(stack.bootstrap, [topics.training_requests])]
+    stored = [r.value for r in read_records(stack.bootstrap, [state_changelog(stack.settings.group)])
+              if r.key is not None and r.key.decode().strip('"') == MODEL]   # Faust's key: JSON or raw
+    return Left(requests, json.loads(stored[-1]) if stored and stored[-1] else {})
+
+
+def sent_once_from_the_outbox(left: Left, observer) -> None:
+    """Killed with the request stored and not published: the restarted worker publishes the
+    stored request itself (same event id, same key), once, and it launches the run."""
+    assert left.requests == [], "a request was out before the crash point"
+    stored = left.stored[OUTBOX]
+    [request] = observer.of_type(ev.TrainingRequested.TYPE)
+    assert request.event.id == stored["id"] and request.event.data == stored["data"]
+    assert launches(observer) == {stored["data"]["idempotency_key"]: [True]}
+
+
+def sent_again_without_a_second_run(left: Left, observer) -> None:
+    """Killed with the request published and still in the outbox: the restarted worker sends it
+    again (same event id, same key), and the trainer finds the run the first one launched."""
+    [out] = left.requests
+    assert left.stored[OUTBOX]["id"] == out.id, "the outbox was emptied before the crash point"
+    observer.wait_for(lambda o: len(o.of_type(ev.TrainingStarted.TYPE)) >= 2, 60,
+                      "the trainer's answer to the request sent again")
+    requests = observer.of_type(ev.TrainingRequested.TYPE)
+    assert len(requests) >= 2 and {d.event.id for d in requests} == {out.id}
+    [(key, created)] = launches(observer).items()
+    assert key == out.data["idempotency_key"]
+    assert created.count(True) == 1 and False in created, created
+
+
+AFTER_RESTART = {"trigger.outbox-flushed": sent_once_from_the_outbox,
+                 "trigger.request-published": sent_again_without_a_second_run}
+
+
+@pytest.mark.parametrize("point", ["trigger.outbox-flushed", "trigger.request-published",
+                                   "trainer.submitted", "evaluator.evaluated", "deployer.alias-moved"])
 def test_a_crash_at_the_worst_moment_loses_nothing_and_doubles_nothing(point, tmp_path, bootstrap, prefix):
     config = write_config(tmp_path / "loopline.yaml")
     with LocalStack(tmp_path / "state", config, bootstrap=bootstrap, prefix=prefix, partitions=2,
@@ -36,6 +89,7 @@ def test_a_crash_at_the_worst_moment_loses_nothing_and_doubles_nothing(point, tm
         with Publisher(stack.bootstrap, stack.settings.topics) as publisher:
             publisher.publish(arrived)
         wait_killed(stack.worker)
+        left = left_by(stack)
         stack.restart_worker(LOOPLINE_CRASH_AT="")
         done = stack.observer.wait_for(lambda o: o.of_type(ev.DeploymentDone.TYPE), 180,
                                        f"the deployment after a crash at {point}")[0]
@@ -53,3 +107,5 @@ def test_a_crash_at_the_worst_moment_loses_nothing_and_doubles_nothing(point, tm
         # every deployment announced names the same version: a replay re-announces, never re-decides
         assert {d.data.version for d in observer.of_type(ev.DeploymentDone.TYPE)} == {"1"}
         assert not observer.of_type(ev.DeploymentRefused.TYPE)
+        if point in AFTER_RESTART:
+            AFTER_RESTART[point](left, observer)

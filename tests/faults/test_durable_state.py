@@ -3,8 +3,6 @@ still knows which events it has seen, and what was in flight."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from devstack.stack import LocalStack
@@ -30,9 +28,14 @@ def test_dedupe_survives_a_worker_restart(tmp_path, bootstrap, prefix):
             publisher.publish(first)                             # redelivered after two restarts
             second = data_event(1, tmp_path / "data")
             publisher.publish(second)
-            stack.observer.wait_for(lambda o: len(o.of_type(ev.TrainingRequested.TYPE)) >= 2, 60,
-                                    "the request for the new batch")
-            time.sleep(2)                                        # room for a wrong extra request
+            # `second` is behind the redelivered `first` on the model's partition: once its request
+            # is out and launched, a wrong request for `first` would have been published before it.
+            request = stack.observer.wait_for(
+                lambda o: [r for r in o.of_type(ev.TrainingRequested.TYPE) if second.key in r.data.causes],
+                60, "the request for the new batch")[0]
+            stack.observer.wait_for(
+                lambda o: [s for s in o.of_type(ev.TrainingStarted.TYPE)
+                           if s.data.idempotency_key == request.data.idempotency_key], 60, "its launch")
 
         requests = stack.observer.of_type(ev.TrainingRequested.TYPE)
         assert [r.data.causes for r in requests] == [[first.key], [second.key]]

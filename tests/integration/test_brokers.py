@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from kafka import KafkaConsumer
 
 from devstack.observe import Observer
@@ -18,6 +19,8 @@ from streams.envelope import CloudEvent
 from streams.publisher import Publisher
 from streams.topics import Topics
 from tests.conftest import docker_kafka
+
+pytestmark = pytest.mark.every_broker
 
 
 def roundtrip(bootstrap: str, topics: Topics) -> None:
@@ -42,6 +45,7 @@ def test_session_broker_roundtrip(bootstrap, prefix):
     roundtrip(bootstrap, Topics(prefix, 2))
 
 
+@pytest.mark.docker
 def test_apache_kafka_container_roundtrip(prefix):
     with docker_kafka() as kafka:
         roundtrip(kafka.get_bootstrap_server(), Topics(prefix, 2))

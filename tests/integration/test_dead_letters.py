@@ -7,6 +7,7 @@ import json
 import pytest
 
 from devstack.stack import LocalStack
+from loopline.commands.snapshot import fetch
 from streams import events as ev
 from streams.codec import build
 from streams.publisher import Publisher
@@ -76,6 +77,7 @@ def test_poison_records_are_dead_lettered_and_the_agents_go_on(tmp_path, bootstr
             matches = [d for d in letters if d.topic == topic and d.value == value]
             assert len(matches) == 1, (topic, value)
             assert phrase in matches[0].reason, (phrase, matches[0].reason)
-            assert matches[0].offset >= 0 and matches[0].partition >= 0
+            origin = fetch(stack.bootstrap, topic, matches[0].partition, matches[0].offset)
+            assert origin is not None and origin.value == value      # it points at the record itself
         request = stack.observer.of_type(ev.TrainingRequested.TYPE)[0]
         assert request.event.causationid == valid.id

@@ -151,7 +151,11 @@ def test_drift_and_metric_triggers_end_to_end(tmp_path, bootstrap, prefix):
         assert status["retrain"]["suppressed"] == 19
         assert {f"tests/burst#{e.id}" for e in burst} <= set(status["retrain"]["suppressed_keys"])
         assert status["drift"]["clean"] == 1 and status["drift"]["drifted"] == 1
-        time.sleep(2)                                   # let any follow-up show itself
+        # The trigger has handled the drift training's end once it is no longer in flight; a
+        # follow-up would be in flight (and requested) by then.
+        retrain = wait(lambda: (r := get(web, "/loopline/monitoring")[MODEL]["retrain"])["in_flight"]
+                       != request.data.idempotency_key and r, 30, "the end of the drift training")
+        assert retrain["in_flight"] is None and retrain["pending"] == []
         assert [r.data.reason for r in of(ev.TrainingRequested.TYPE)] == ["data", "drift"]
 
         # 4. the drift report: an artifact of v1's run, with the per-column drift table

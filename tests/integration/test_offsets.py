@@ -9,18 +9,40 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from faust.types import TP
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 
 from agents.transport import ConsumerThread, fetched_end_offsets
 from loopline.commands.snapshot import read_records
 from streams.lag import LagProbe
 from streams.offsets import end_offsets
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.every_broker
+
+
+def create_topic(bootstrap: str, topic: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    try:   # Apache Kafka's brokers learn of a new topic from the controller a moment later
+        wait_until(lambda: all(m["partitions"] for m in admin.describe_topics([topic])),
+                   timeout=10, what=f"{topic} in the broker's metadata")
+    finally:
+        admin.close()
 
 
 def send_batch(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    """`values` sent without waiting in between: one producer batch on partition 0."""
+    """`values` sent without waiting in between: one producer batch on partition 0 of `topic`,
+    created first (with one partition) if it is new: no broker here auto-creates topics."""
+    create_topic(bootstrap, topic)
+
     async def run():
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
         await producer.start()

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loopline.commands.operator import command_event
 from devstack.stack import LocalStack
 from streams import events as ev
-from streams.codec import build
+from streams.codec import build, decode
 from streams.publisher import Publisher
 from streams.signing import OperatorKey
 from tests.integration.loop_harness import MODEL, data_event, write_config
@@ -31,9 +31,11 @@ from tests.integration.operator_harness import (
     wait_state,
     write_keys,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
+MALLORY = OperatorKey("mallory-1", "mallory", b"mallory-secret-0123456789abcdef")  # in no keys file
 METRICS = ("loopline_events_consumed", "loopline_decisions", "loopline_operator_commands",
            "loopline_trainings_in_flight", "loopline_job_duration_seconds", "loopline_consumer_lag",
            "loopline_dead_letters", "loopline_data_to_deployment_seconds")
@@ -72,6 +74,25 @@ def requests(stack: LocalStack) -> list:
     return stack.observer.of_type(ev.TrainingRequested.TYPE, MODEL)
 
 
+def send_rejected(stack: LocalStack, accepted) -> dict[str, str]:
+    """Send one command per reason the gate refuses (`accepted` replayed, a forged, an unsigned, an
+    expired one and one signed with a key nobody knows); returns event id -> its dead letter's phrase."""
+    forger = OperatorKey("alice-1", "alice", b"not-alices-secret-0123456789")
+    forged = command_event("retrain", MODEL, "forged", None, forger, time.time(), 600)
+    unsigned = build(ev.OperatorCommand(command="retrain", reason="unsigned", operator="alice"),
+                     MODEL, source="tests/unsigned")
+    expired = command_event("retrain", MODEL, "expired", None, ALICE, time.time() - 3600, 600)
+    stranger = command_event("retrain", MODEL, "stranger", None, MALLORY, time.time(), 600)
+    topics = stack.settings.topics
+    with Publisher(stack.bootstrap, topics) as publisher:
+        publisher.send_raw(topics.operator, accepted.to_json(), key=MODEL.encode()).get(10)  # replay
+        for event in (forged, unsigned, expired, stranger):
+            publisher.publish(event)
+    return {accepted.id: "replayed operator command", forged.id: "bad signature",
+            unsigned.id: "unsigned operator command", expired.id: "expired",
+            stranger.id: "unknown operator key id 'mallory-1'"}
+
+
 def wait_verified(stack: LocalStack, command_id: str, timeout: float = 60) -> None:
     stack.observer.wait_for(
         lambda o: sum(d.event.id == command_id for d in o.events) >= 2, timeout,
@@ -100,39 +121,30 @@ def test_operator_signed_retrain_starts_a_training_and_bad_commands_start_nothin
     idle(stack)
 
     before_requests, before_starts = len(requests(stack)), len(stack.observer.of_type(ev.TrainingStarted.TYPE))
-    forger = OperatorKey("alice-1", "alice", b"not-alices-secret-0123456789")
-    forged = command_event("retrain", MODEL, "forged", None, forger, time.time(), 600)
-    unsigned = build(ev.OperatorCommand(command="retrain", reason="unsigned", operator="alice"),
-                     MODEL, source="tests/unsigned")
-    expired = command_event("retrain", MODEL, "expired", None, ALICE, time.time() - 3600, 600)
-    bad = {command_id: "replayed operator command", forged.id: "bad signature",
-           unsigned.id: "unsigned operator command", expired.id: "expired"}
-    topics = stack.settings.topics
-    with Publisher(stack.bootstrap, topics) as publisher:
-        publisher.send_raw(topics.operator, command.to_json(), key=MODEL.encode()).get(10)  # replay
-        for event in (forged, unsigned, expired):
-            publisher.publish(event)
+    bad = send_rejected(stack, command)
     marker = command_event("resume", MODEL, "marker: everything before me was handled", None,
                            ALICE, time.time(), 600)
     publish(stack, marker)
     wait_verified(stack, marker.id)        # same partition, in order: the bad ones are done
 
-    letters = stack.observer.wait_for(
-        lambda o: [d for d in o.dead_letters if d.topic == topics.operator] if len(
-            [d for d in o.dead_letters if d.topic == topics.operator]) >= 4 else None,
-        60, "four dead-lettered commands")
-    from streams.codec import decode
+    def these(o) -> list:
+        return [d for d in o.dead_letters if d.topic == stack.settings.topics.operator
+                and decode(d.value, d.headers).event.id in bad]
+
+    letters = stack.observer.wait_for(lambda o: len(these(o)) >= len(bad) and these(o), 60,
+                                      f"{len(bad)} dead-lettered commands")
     reasons = {decode(d.value, d.headers).event.id: d.reason for d in letters}
-    assert set(reasons) == set(bad)
+    assert len(letters) == len(bad) and set(reasons) == set(bad)          # each exactly once
     for event_id, phrase in bad.items():
         assert phrase in reasons[event_id], (phrase, reasons[event_id])
     assert all(d.error == "CommandRejected" for d in letters)
-    time.sleep(1.0)                        # the trigger would have acted by now
+    # None was forwarded (the marker, behind them on the verified topic, is), so the trigger never
+    # saw one: nothing can have been requested or started for them.
+    assert sum(d.event.id == command_id for d in stack.observer.events) == 3  # sent, forwarded, replayed
+    for event_id in set(bad) - {command_id}:
+        assert sum(d.event.id == event_id for d in stack.observer.events) == 1   # never forwarded
     assert len(requests(stack)) == before_requests
     assert len(stack.observer.of_type(ev.TrainingStarted.TYPE)) == before_starts
-    assert sum(d.event.id == command_id for d in stack.observer.events) == 3  # sent, forwarded, replayed
-    for event_id in (forged.id, unsigned.id, expired.id):
-        assert sum(d.event.id == event_id for d in stack.observer.events) == 1   # never forwarded
 
 
 def test_operator_pause_suppresses_data_triggers_and_resume_retrains_once(env, cli, tmp_path):
@@ -163,6 +175,7 @@ def test_operator_pause_suppresses_data_triggers_and_resume_retrains_once(env, c
     assert "would: resume and request a training (reason followup:data)" in out, out
     assert len(stack.observer.of_type(ev.OperatorCommand.TYPE)) == commands_before   # dry runs publish nothing
 
+    resumed_at = time.time()
     code, out = cli(env["cli"], "publish", "resume", "--model", MODEL, "--reason", "incident resolved")
     assert code == 0, out
     followup = stack.observer.wait_for(lambda o: requests(stack)[requests_before:], 60,
@@ -170,9 +183,10 @@ def test_operator_pause_suppresses_data_triggers_and_resume_retrains_once(env, c
     assert followup.data.reason == "followup:data"
     assert set(followup.data.causes) == {a.key for a in arrivals}
     assert followup.data.data_versions == ["batch-00002"]                   # window of 1 batch
-    time.sleep(3.0)                                                         # ticks, finished run
-    assert len(requests(stack)) == requests_before + 1
-    assert not wait_state(stack, lambda s: not s.paused, 5, "resumed").pending
+    state = wait_state(stack, lambda s: s.in_flight is None and (s.last_request_at or 0) >= resumed_at,
+                       60, "the follow-up to be requested and its end handled")
+    assert len(requests(stack)) == requests_before + 1                      # and nothing after it
+    assert not state.paused and not state.pending
 
 
 def test_operator_dlq_replay_processes_a_command_after_its_key_is_added(env, cli, tmp_path):
@@ -224,10 +238,19 @@ def test_operator_dlq_replay_processes_a_command_after_its_key_is_added(env, cli
                             60, "the fixed data event's training request")
 
 
-def test_operator_metrics_endpoint_parses_and_has_every_metric(env):
+def test_operator_metrics_endpoint_parses_and_counts_what_happened(env, tmp_path):
     stack = env["stack"]
-    idle(stack)                                # every training so far has reported its end
+    idle(stack)
     url = f"http://127.0.0.1:{stack.worker.web_port}/metrics"
+    operator = stack.settings.topics.operator
+    # What this test makes happen, and by how much each sample must move because of it.
+    moves = [("loopline_events_consumed_total", {"agent": "trigger", "type": ev.DataArrived.TYPE}, 2),
+             ("loopline_decisions_total", {"decision": "retrain", "outcome": "requested"}, 2),
+             ("loopline_decisions_total", {"decision": "retrain", "outcome": "suppressed"}, 1),
+             ("loopline_job_duration_seconds_count", {"launcher": "local", "outcome": "succeeded"}, 2),
+             ("loopline_dead_letters_total", {"topic": operator, "error": "CommandRejected"}, 5)]
+    moves += [("loopline_operator_commands_total", {"outcome": outcome}, 1) for outcome in
+              ("accepted", "replayed", "bad_signature", "unsigned", "expired", "unknown_key")]
 
     def scrape() -> dict:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -235,30 +258,33 @@ def test_operator_metrics_endpoint_parses_and_has_every_metric(env):
             text = response.read().decode()
         return {f.name: f for f in text_string_to_metric_families(text)}
 
-    families = scrape()
-    deadline = time.monotonic() + 15
-    while not families["loopline_consumer_lag"].samples and time.monotonic() < deadline:
-        time.sleep(0.5)                        # the first lag measurement, every second here
+    def value(families: dict, sample: str, labels: dict) -> float:
+        family = families.get(sample.rsplit("_", 1)[0])
+        return sum(s.value for s in (family.samples if family else ())
+                   if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    def moved(families: dict) -> list[float]:
+        return [value(families, sample, labels) - value(before, sample, labels) for sample, labels, _ in moves]
+
+    before = scrape()
+    accepted = command_event("resume", MODEL, "metrics", None, ALICE, time.time(), 600)
+    publish(stack, accepted)
+    send_rejected(stack, accepted)                                # one command per refusal reason
+    publish(stack, data_event(10, tmp_path / "data"), data_event(11, tmp_path / "data"))  # the 2nd: suppressed
+
+    expected = [delta for _, _, delta in moves]
+
+    def all_moved() -> dict | None:
         families = scrape()
+        return families if all(m >= e for m, e in zip(moved(families), expected)) else None
+
+    families = wait_until(all_moved, 120, "every counter to move")
+    got = moved(families)
+    assert got == expected, [(sample, labels, g) for (sample, labels, _), g in zip(moves, got)]
+    families = wait_until(lambda: (f := scrape())["loopline_consumer_lag"].samples and f, 15,
+                          "the first lag measurement")  # every second here
     assert set(METRICS) <= set(families)
     assert families["loopline_events_consumed"].type == "counter"
     assert families["loopline_job_duration_seconds"].type == "histogram"
-    assert families["loopline_consumer_lag"].samples
-
-    def value(name: str, sample: str, **labels) -> float:
-        return sum(s.value for s in families[name].samples
-                   if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
-
-    assert value("loopline_events_consumed", "loopline_events_consumed_total",
-                 agent="trigger", type=ev.DataArrived.TYPE) >= 3
-    assert value("loopline_decisions", "loopline_decisions_total", decision="retrain", outcome="suppressed") >= 3
-    assert value("loopline_decisions", "loopline_decisions_total", decision="retrain", outcome="requested") >= 3
-    for outcome in ("replayed", "bad_signature", "unsigned", "expired", "unknown_key", "accepted"):
-        assert value("loopline_operator_commands", "loopline_operator_commands_total",
-                     outcome=outcome) >= 1, outcome
-    assert value("loopline_dead_letters", "loopline_dead_letters_total",
-                 topic=stack.settings.topics.operator, error="CommandRejected") >= 5
-    assert value("loopline_job_duration_seconds", "loopline_job_duration_seconds_count",
-                 launcher="local", outcome="succeeded") >= 3
     for s in (s for f in families.values() for s in f.samples):
         assert not any(len(v) >= 32 and "-" in v for v in s.labels.values()), s   # no ids as labels

@@ -1,4 +1,6 @@
-"""The same loop against an MLflow tracking server on PostgreSQL, as production runs it."""
+"""The same loop against an MLflow tracking server on PostgreSQL, as production runs it.
+
+The PostgreSQL server is the session's own (the `postgres` fixture, devstack.postgres)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def tracking_server(tmp_path):
-    try:
-        backend = create_database()
-    except Exception as exc:  # noqa: BLE001 - the machine's PostgreSQL is a precondition
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 not reachable: {exc}")
+def tracking_server(tmp_path, postgres):
+    backend = create_database(postgres.dsn)
     try:
         with TrackingServer(backend, tmp_path / "artifacts", tmp_path / "mlflow-server.log") as server:
             yield server

@@ -16,6 +16,7 @@ from triggers.pipeline import LaunchSpec, Pipeline, Step
 from triggers.podspec import PodSettings
 
 from tests.k8s.fake_kube import FakeKube
+from tests.waiting import wait_until
 
 NAMESPACE = "ml"
 OWNER = "loopline-worker"
@@ -82,11 +83,9 @@ def request_key(spec: LaunchSpec) -> str:
     return json.loads(spec.env["LOOPLINE_REQUEST"])["data"]["idempotency_key"]
 
 
+def phases(statuses) -> dict[str, str]:
+    return {s.run_name: s.phase for s in statuses}
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    return wait_until(predicate, timeout, interval=interval)

@@ -57,17 +57,20 @@ class Request:
     group: str = ""
     resource: str = ""
 
-    @property
-    def is_watch(self) -> bool:
-        return self.query.get("watch", [""])[0] in ("true", "1", "True")
+
+def _is_watch(query: dict[str, list[str]]) -> bool:
+    return query.get("watch", [""])[0] in ("true", "1", "True")
 
 
-def _verb(method: str, named: bool, watch: bool) -> str | None:
-    """The request's RBAC verb, by the API server's rules (a watch is a GET with ?watch)."""
-    if method == "GET":
-        return "watch" if watch else "get" if named else "list"
-    collection = {"POST": "create", "DELETE": "deletecollection"}
-    return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method) if named else collection.get(method)
+# The API server's request verbs: by HTTP method, on one named object or on a collection.
+_ON_OBJECT = {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_ON_COLLECTION = {"GET": "list", "POST": "create", "DELETE": "deletecollection"}
+
+
+def _verb(method: str, named: bool, query: dict[str, list[str]]) -> str | None:
+    if method == "GET" and _is_watch(query):
+        return "watch"
+    return (_ON_OBJECT if named else _ON_COLLECTION).get(method)
 
 
 def _now() -> str:
@@ -243,10 +246,9 @@ class FakeKube:
                 if not m:
                     fake.requests.append(Request(self.command, parts.path, query))
                     return None, query
-                request = Request(self.command, parts.path, query)
-                fake.requests.append(Request(
-                    self.command, parts.path, query, _verb(self.command, m["name"] is not None, request.is_watch),
-                    m["group"] or "", m["plural"] + (f"/{m['sub']}" if m["sub"] else "")))
+                fake.requests.append(Request(self.command, parts.path, query,
+                                             _verb(self.command, m["name"] is not None, query), m["group"] or "",
+                                             m["plural"] + (f"/{m['sub']}" if m["sub"] else "")))
                 res = f"{m['core']}/{m['plural']}" if m["core"] else f"{m['group']}/{m['version']}/{m['plural']}"
                 return (res, m["ns"], m["name"], m["sub"]), query
 
@@ -318,7 +320,7 @@ class FakeKube:
                         return self._json(404, _status(404, "NotFound", f'"{name}" not found'))
                     return self._json(200, obj)
                 selector = query.get("labelSelector", [""])[0]
-                if query.get("watch", [""])[0] in ("true", "1", "True"):
+                if _is_watch(query):
                     return self._watch(res, ns, selector, query)
                 with fake.lock:
                     items, rv = fake.list(res, ns, selector), str(fake.revision)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
 from agents.trainer import Trainer
 from streams import events as ev
-from tests.k8s.conftest import NAMESPACE, OWNER, launch_spec, pod_settings, request_key, wait_for
+from tests.k8s.conftest import NAMESPACE, OWNER, launch_spec, phases, pod_settings, request_key, wait_for
+from tests.k8s.controllers import node, wf_status, workflow_pod
 from tests.k8s.fake_kube import WORKFLOWS
+from tests.k8s.lifecycle import TrainerContext
 from tests.k8s.schemas_check import validate_argo
-from tests.k8s.test_job_launcher import _Ctx, phases
 from triggers.cluster import ArgoWorkflowLauncher
 from triggers.pipeline import FAILED, RUNNING, SKIPPED, SUCCEEDED
-from triggers.render_workflow import escape_outputs
 
 
 @pytest.fixture
@@ -30,26 +29,6 @@ def launcher(client):
     yield make
     for launcher in made:
         launcher.close()
-
-
-def node(wf, task, phase, outputs=None, message=None, kind="Pod"):
-    entry = {"id": f"{wf}-{abs(hash(task)) % 10**10}", "name": f"{wf}.{task}", "displayName": task,
-             "type": kind, "templateName": f"step-{task}", "phase": phase}
-    if outputs is not None:
-        entry["outputs"] = {"parameters": [{"name": "outputs", "value": escape_outputs(json.dumps(outputs))}]}
-    if message:
-        entry["message"] = message
-    return entry
-
-
-def wf_status(wf, phase, nodes=(), message=None):
-    status = {"phase": phase, "startedAt": "2026-01-01T10:00:00Z",
-              "nodes": {n["id"]: n for n in nodes}}
-    if phase in ("Succeeded", "Failed", "Error"):
-        status["finishedAt"] = "2026-01-01T10:10:00Z"
-    if message:
-        status["message"] = message
-    return status
 
 
 def test_a_training_request_creates_exactly_one_workflow(fake, launcher):
@@ -101,9 +80,7 @@ def test_failed_and_errored_workflows_carry_the_reason_and_the_failed_pods_log(f
     runs.submit(failed)
     runs.submit(deadline)
     bad = node(failed.run_name, "train", "Failed", message="Error (exit code 3)")
-    fake.add_pod(NAMESPACE, {"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "name": f"{failed.run_name}-step-train-123", "labels": {"workflows.argoproj.io/workflow": failed.run_name},
-        "annotations": {"workflows.argoproj.io/node-id": bad["id"]}}}, log="epoch 1\nCUDA out of memory")
+    workflow_pod(fake, failed.run_name, bad, log="epoch 1\nCUDA out of memory")
     fake.set_status(WORKFLOWS, NAMESPACE, failed.run_name, wf_status(failed.run_name, "Failed", [
         node(failed.run_name, "prepare", "Succeeded", {}), bad], message="child 'train' failed"))
     fake.set_status(WORKFLOWS, NAMESPACE, deadline.run_name, wf_status(
@@ -155,7 +132,7 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
         node(ok.run_name, "evaluate", "Succeeded", {"candidate_version": "3", "accuracy": 0.91})]))
     fake.set_status(WORKFLOWS, NAMESPACE, bad.run_name, wf_status(bad.run_name, "Failed", [
         node(bad.run_name, "prepare", "Failed", message="Error (exit code 1)")], message="child failed"))
-    ctx = _Ctx({"argo": runs})
+    ctx = TrainerContext({"argo": runs})
     trainer = Trainer(ctx, {})
 
     def watched():

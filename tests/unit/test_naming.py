@@ -48,8 +48,8 @@ def test_run_name_is_always_a_dns_label(model: str) -> None:
         assert len(name) <= 63 and DNS_LABEL.fullmatch(name), name
 
 
-def test_same_inputs_same_name_and_different_keys_differ() -> None:
-    assert run_name("churn", "src/evt-1") == run_name("churn", "src/evt-1")
+def test_different_keys_give_different_names() -> None:
+    # (The same inputs give the same name in any process: test_run_name_shape pins the digest.)
     names = {run_name("churn", f"src/evt-{i}") for i in range(1000)}
     assert len(names) == 1000
 

@@ -365,10 +365,13 @@ def test_unknown_signal_is_a_type_error() -> None:
 
 # -- a realistic replay ---------------------------------------------------------------------------
 
-def feed(signals: list[tuple[float, Signal | str]], policy: RetrainPolicy
-         ) -> tuple[ModelState, list[TrainRequest], list[Decision]]:
-    """Run signals through the reducer; "finish" / "fail" finish whatever is in flight."""
-    state, requests, decisions, n = ModelState(), [], [], 0
+def feed(signals: list[tuple[float, Signal | str]], policy: RetrainPolicy, state: ModelState | None = None,
+         finished: int = 0) -> tuple[ModelState, list[TrainRequest], list[Decision]]:
+    """Run signals through the reducer; "finish" / "fail" finish whatever is in flight.
+
+    `state` and `finished` (how many runs it finished) carry on from an earlier feed.
+    """
+    state, requests, decisions, n = state or ModelState(), [], [], finished
     for now, signal in signals:
         if isinstance(signal, str):
             n += 1
@@ -421,8 +424,15 @@ def test_replay_with_every_event_redelivered_gives_the_same_requests() -> None:
     assert twice == once and len(once) == 4
 
 
-def test_replay_is_deterministic() -> None:
-    assert feed(SEQUENCE, P) == feed(SEQUENCE, P)
+def test_a_worker_restarted_anywhere_decides_as_one_that_ran_on() -> None:
+    """The state is all the reducer remembers: back from the table's JSON, it carries on exactly."""
+    whole = feed(SEQUENCE, P)
+    for cut in range(1, len(SEQUENCE)):
+        head, tail = SEQUENCE[:cut], SEQUENCE[cut:]
+        state, requests, decisions = feed(head, P)
+        stored = ModelState.from_dict(json.loads(json.dumps(state.to_dict())))
+        end, more_requests, more_decisions = feed(tail, P, stored, sum(isinstance(s, str) for _, s in head))
+        assert (end, requests + more_requests, decisions + more_decisions) == whole, cut
 
 
 # -- property: never two in flight, nothing queued is lost ---------------------------------------

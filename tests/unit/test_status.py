@@ -56,3 +56,12 @@ def test_the_status_table_shows_what_an_operator_asks_first():
                    "paused", "yes", "suppressed triggers", "4", "clf-abc", "runs:/r4", "req-9",
                    "data.arrived", "500 rows", "0:7: bad signature", "p.data.arrived", "consumer lag"):
         assert needle in text, needle
+
+
+def test_an_event_line_shows_its_brackets_as_written():
+    pause = build(ev.OperatorCommand(command="pause", reason="[urgent] disk full [/]", operator="alice"),
+                  "clf", source="t")
+    model = {**REPORT["models"]["clf"], "last_events": status.last_events(seen(pause))}
+    out = io.StringIO()
+    status.show({**REPORT, "models": {"clf": model}}, Console(file=out, width=220, color_system=None))
+    assert "pause by alice: [urgent] disk full [/]" in out.getvalue()

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from streams import events as ev
+from streams.broker import probe
 from streams.codec import DecodeError, build, decode, encode
 from streams.deadletter import DeadLetter
 from streams.envelope import CloudEvent, EnvelopeError, new_event
@@ -104,3 +105,8 @@ def test_topic_names_follow_one_dotted_scheme():
     assert all(name.startswith("acme.") for name in topics.all())
     with pytest.raises(EnvelopeError):
         CloudEvent.from_dict({"id": "1"})
+
+
+def test_a_broker_address_without_a_port_is_refused_before_any_connection():
+    assert probe("kafka") == "'kafka' is not HOST:PORT"
+    assert probe("kafka:x, :9092x") == "'kafka:x' is not HOST:PORT; ':9092x' is not HOST:PORT"

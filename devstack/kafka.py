@@ -1,0 +1,177 @@
+"""Apache Kafka itself, on this machine's Java, for the tests and the benches: no Docker needed.
+
+Tansu (the embedded default) is a Kafka-protocol broker, not Kafka: production runs Apache Kafka,
+so everything that talks to the bus is also tested on it. The broker's jars come from Maven
+Central through `mvn` (cached under the project's state dir, `.loopline/kafka/`, never
+committed); a single-node KRaft broker (one process, broker and controller) gets its storage
+formatted in a temporary folder and listens on free ports. Where Java or Maven is missing (a
+laptop), `unavailable()` says so and the Kafka runs skip with that reason; CI has both.
+
+    with ApacheKafka(log_path=...) as kafka:
+        kafka.bootstrap        # "127.0.0.1:PORT"
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from streams.broker import BrokerError, free_port, probe
+
+VERSION = os.environ.get("LOOPLINE_KAFKA_VERSION", "4.4.0")
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("LOOPLINE_KAFKA_CACHE", REPO / ".loopline" / "kafka"))
+
+# The one artifact whose runtime closure is the broker (kafka.Kafka, kafka.tools.StorageTool).
+POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.loopline</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+# Broker settings a single node needs (replication 1) and a test wants (no join delay).
+SINGLE_NODE = {
+    "process.roles": "broker,controller",
+    "node.id": "1",
+    "controller.listener.names": "CONTROLLER",
+    "inter.broker.listener.name": "PLAINTEXT",
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "auto.create.topics.enable": "false",       # loopline creates every topic itself
+}
+
+
+def unavailable() -> str | None:
+    """Why Apache Kafka cannot run here, or None."""
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    if missing:
+        return f"Apache Kafka needs Java 17+ and Maven on PATH; missing: {', '.join(missing)}"
+    return None
+
+
+def jars(version: str = VERSION, cache: Path = CACHE) -> Path:
+    """The folder of the broker's jars, fetched once with Maven (a marker file says complete)."""
+    libs = cache / version / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    reason = unavailable()
+    if reason:
+        raise BrokerError(reason)
+    work = cache / version
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "pom.xml").write_text(POM.format(version=version))
+    fetch = subprocess.run(
+        ["mvn", "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(work / "pom.xml"),
+         "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        capture_output=True, text=True)
+    if fetch.returncode != 0:
+        raise BrokerError(f"mvn could not fetch org.apache.kafka:kafka_2.13:{version}: "
+                          f"{(fetch.stdout + fetch.stderr).strip()[-800:]}")
+    (libs / ".complete").touch()
+    return libs
+
+
+def cluster_id() -> str:
+    """A KRaft cluster id: a UUID as 22 URL-safe base64 characters (what `random-uuid` prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+class ApacheKafka:
+    """A single-node KRaft broker in a temporary folder; the same interface as EmbeddedBroker."""
+
+    def __init__(self, log_path: str | Path | None = None, *, version: str = VERSION,
+                 settings: dict[str, str] | None = None, heap: str = "512m"):
+        self.port, self.controller_port = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_path = Path(log_path) if log_path else None
+        self.version, self.heap = version, heap
+        self.settings = dict(settings or {})
+        self.process: subprocess.Popen | None = None
+        self._dir: tempfile.TemporaryDirectory | None = None
+
+    def properties(self, data_dir: Path) -> dict[str, str]:
+        return {
+            **SINGLE_NODE,
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "log.dirs": str(data_dir),
+            **self.settings,
+        }
+
+    def start(self, timeout: float = 60.0) -> "ApacheKafka":
+        classpath = f"{jars(self.version)}/*"
+        self._dir = tempfile.TemporaryDirectory(prefix="kafka-")
+        home = Path(self._dir.name)
+        config = home / "server.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in self.properties(home / "data").items()))
+        java = ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-cp", classpath]
+        fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id(),
+                              "-c", str(config)], capture_output=True, text=True)
+        if fmt.returncode != 0:
+            raise BrokerError(f"kafka-storage format failed: {(fmt.stdout + fmt.stderr).strip()[-800:]}")
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen([*java, "kafka.Kafka", str(config)], stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        why = "not started"
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                self.stop()
+                raise BrokerError(f"Apache Kafka exited with code {code} at start-up (log: {self.log_path})")
+            why = probe(self.bootstrap, timeout=1.0)
+            if why is None:
+                return
+            time.sleep(0.1)         # a JVM start takes seconds; the probe itself answers at once
+        self.stop()
+        raise BrokerError(f"Apache Kafka on {self.bootstrap} did not answer within {timeout:.0f}s: {why}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.resume()                                   # a frozen JVM cannot act on SIGTERM
+            self.process.send_signal(signal.SIGTERM)        # a clean shutdown takes a few seconds
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): a network partition as seen by clients."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def __enter__(self) -> "ApacheKafka":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
