@@ -1,5 +1,7 @@
 """The Faust app: the agents of the loop, each a few lines of read → decide → act.
 
+    re-keying       before the gate and the trigger: an input event off its model's partition
+                    (any producer, any key) → forwarded onto it, via *.rekeyed (agents.rekey)
     operator gate   operator commands → verified (signature, expiry, replay) → operator.verified
     trigger agent   data / drift / operator / clock / training outcomes → TrainingRequested
     trainer agent   TrainingRequested → launcher.submit (returns at once) → TrainingStarted
@@ -33,6 +35,7 @@ from agents.deployer import Deployer
 from agents.evaluator import Evaluator
 from agents.operator import OperatorGate
 from agents.ports import Launcher, Registry
+from agents.rekey import Rekey
 from agents.trainer import Trainer
 from agents.trigger import Trigger, state_table
 from streams.signing import KeyFile
@@ -45,6 +48,7 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     topics = opts.topics
     app = faust.App(
         opts.group, broker=f"{transport.SCHEME}://{opts.broker}", store="memory://",
+        broker_credentials=transport.credentials(opts.security),
         datadir=opts.datadir,
         processing_guarantee="at_least_once", topic_partitions=topics.partitions,
         topic_allow_declare=True,   # Faust declares only its own changelog/leader topics
@@ -73,13 +77,18 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
 
     trigger_inputs = trigger.inputs()
 
-    @app.agent(raw(topics.operator), name="operator")
+    # The gate and the trigger keep per-model tables: they handle a record only on its model's
+    # partition, and forward the others onto it first.
+    home = Rekey(ctx).wrap
+    gate_inputs = (topics.operator, topics.operator_rekeyed)
+
+    @app.agent(raw(*gate_inputs), name="operator")
     async def operator_agent(stream):
-        await consume(stream, gate.handle, owns={topics.operator})
+        await consume(stream, home(gate.handle), owns=set(gate_inputs))
 
     @app.agent(raw(*trigger_inputs), name="trigger")
     async def trigger_agent(stream):
-        await consume(stream, trigger.handle, owns=set(trigger_inputs))
+        await consume(stream, home(trigger.handle), owns=set(trigger_inputs))
 
     @app.agent(raw(topics.training_requests), name="trainer")
     async def trainer_agent(stream):
@@ -108,8 +117,10 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     # drift monitor, metric windows, and the metric guard inside the trigger (agents.monitoring)
     monitoring.install(app, ctx, trigger, drift_checker)
 
-    health.install(app, opts.broker, opts.broker_lost_seconds)   # /livez, /readyz, broker watch
+    health.install(app, opts.broker, opts.broker_lost_seconds,    # /livez, /readyz, broker watch
+                   security=opts.security)
     metrics_mod.install(app, ctx.metrics, group=opts.group, broker=opts.broker,
                         topics=[t for t, spec in topics.all().items() if spec.role != "deadletter"],
-                        models=list(models), interval=opts.lag_interval)
+                        models=list(models), interval=opts.lag_interval,
+                        probe_config=opts.security.kafka_python())
     return app

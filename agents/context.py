@@ -18,6 +18,8 @@ from agents.ports import Launcher, Registry
 from streams import events as ev
 from streams.codec import build
 from streams.envelope import CloudEvent
+from streams.security import KafkaSecurity
+from streams.spill import SpillStore
 from streams.topics import Topics
 
 log = logging.getLogger("loopline.context")
@@ -43,6 +45,8 @@ class AppOptions:
     job_env: Mapping[str, str] = field(default_factory=dict)   # every launched run gets it
     operator_keys: str | None = None     # keys file of the operators (None: commands refused)
     lag_interval: float = 5.0            # how often /metrics' consumer lag is measured
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)   # TLS / SASL, every client
+    deadletter_spill_uri: str | None = None   # where too large dead-lettered values go (fsspec)
 
 
 class Context:
@@ -51,7 +55,8 @@ class Context:
         self.app, self.opts, self.models = app, opts, models
         self.launchers, self.registry = launchers, registry
         self.metrics = Metrics()
-        self.edge = Edge(app, opts.topics, opts.max_event_bytes, metrics=self.metrics)
+        spill = SpillStore(opts.deadletter_spill_uri) if opts.deadletter_spill_uri else None
+        self.edge = Edge(app, opts.topics, opts.max_event_bytes, metrics=self.metrics, spill=spill)
 
     def model(self, event: CloudEvent):
         """The configured model an event is about; unknown models are a permanent error."""

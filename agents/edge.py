@@ -5,17 +5,25 @@ agent body: a record that cannot be decoded, or whose handling fails permanently
 the dead-letter topic (original bytes, provenance, reason) and the agent moves on. Several
 agents may read one topic; only the topic's owner dead-letters it, so a bad record is recorded
 once, not once per reader.
+
+Writing the dead letter can fail too (a broker outage, an unusable spill store): then the edge
+retries, with capped back-off, until it is written, and only then moves on. The partition
+waits, nothing is lost, and each failure is logged and counted
+(`loopline_dead_letter_failures_total`). A value too large to travel in a dead letter is
+spilled first (`streams.spill`): a dead letter always fits the producer and the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Awaitable, Callable
 
 from streams.codec import Decoded, DecodeError, decode, encode, encode_headers
-from streams.deadletter import DeadLetter
+from streams.deadletter import MAX_INLINE_BYTES, DeadLetter
 from streams.envelope import CloudEvent
+from streams.spill import SpillError, SpillStore
 from streams.topics import Topics
 
 log = logging.getLogger("loopline.edge")
@@ -27,11 +35,15 @@ class PermanentError(Exception):
 
 class Edge:
     def __init__(self, app, topics: Topics, max_bytes: int, retries: int = 3,
-                 backoff: float = 0.5, metrics=None):
+                 backoff: float = 0.5, metrics=None, spill: SpillStore | None = None,
+                 dead_letter_backoff: tuple[float, float] = (0.5, 30.0)):
         self.app = app
         self.metrics = metrics          # agents.metrics.Metrics, or None
         self.topics = topics
         self.max_bytes = max_bytes
+        self.inline_bytes = min(max_bytes, MAX_INLINE_BYTES)   # a larger value is spilled
+        self.spill = spill
+        self.dead_letter_backoff = dead_letter_backoff         # (first, longest) wait in s
         self.retries = retries
         self.backoff = backoff
         self.accepts = {name: spec.accepts for name, spec in topics.all().items()}
@@ -46,17 +58,47 @@ class Edge:
             partition, None, encode_headers())
 
     async def dead_letter(self, message, reason: str, error: str) -> None:
-        self.dead_letters += 1
-        if self.metrics is not None:
-            self.metrics.dead_letters.labels(message.topic, error).inc()
+        """Write `message` to the dead-letter topic; return once the broker has acknowledged it.
+
+        Until then the caller's offset stays on the record: a failed attempt is logged, counted
+        and retried after a back-off, forever if need be. Nothing but cancellation (the worker
+        stopping: the record is redelivered) escapes, since an agent that raised would be
+        restarted by Faust past the record."""
         log.warning("dead-letter %s[%s]@%s: %s", message.topic, message.partition,
                     message.offset, reason)
         headers = message.headers.items() if isinstance(message.headers, dict) else message.headers
-        key, value, hdrs = DeadLetter(
+        letter = DeadLetter(
             value=message.value, key=message.key, topic=message.topic,
             partition=message.partition, offset=message.offset, reason=reason, error=error,
-            headers=tuple((k, bytes(v or b"")) for k, v in headers or ())).to_record()
-        await self.app.producer.send_and_wait(self.topics.deadletter, key, value, None, None, hdrs)
+            headers=tuple((k, bytes(v or b"")) for k, v in headers or ()))
+        delay, longest = self.dead_letter_backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            stage = "spill"
+            try:
+                if letter.value is not None and len(letter.value) > self.inline_bytes:
+                    if self.spill is None:
+                        raise SpillError("no spill store configured")
+                    spilled = await asyncio.to_thread(self.spill.put, letter.value)
+                    letter = replace(letter, value=b"", spilled=spilled)
+                stage = "publish"
+                key, value, hdrs = letter.to_record()
+                await self.app.producer.send_and_wait(self.topics.deadletter, key, value, None,
+                                                      None, hdrs)
+                break
+            except Exception as exc:  # noqa: BLE001 - see above; CancelledError is not one
+                if self.metrics is not None:
+                    self.metrics.dead_letter_failures.labels(message.topic, stage).inc()
+                log.error("dead letter of %s[%s]@%s not written (%s, attempt %d: %s: %s); "
+                          "the partition waits, retrying in %.1f s", message.topic,
+                          message.partition, message.offset, stage, attempt,
+                          type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
+        self.dead_letters += 1
+        if self.metrics is not None:
+            self.metrics.dead_letters.labels(message.topic, error).inc()
 
     async def consume(self, stream, handle: Callable[[Decoded], Awaitable[None]],
                       owns: set[str]) -> None:

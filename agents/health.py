@@ -10,6 +10,8 @@ While it fails, /readyz says so — nothing routes traffic to a worker, so this 
 operators and rollouts — but /livez stays 200: the Kafka clients retry on their own, and a
 restart would not bring the broker back. Only when Kafka has been gone longer than
 `lost_seconds` does the worker log why and exit with code 3, instead of hanging forever.
+The watch speaks the worker's TLS and SASL: a password or certificate that stops being
+accepted (rotated on one side only) is not an outage to wait out, and exits with code 3 at once.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import time
 
 import faust
 
-from streams.broker import probe
+from streams.probe import probe
+from streams.security import KafkaRefused, KafkaSecurity
 
 log = logging.getLogger("loopline.health")
 EXIT_BROKER_LOST = 3
 
 
-def install(app: faust.App, broker: str | None = None, lost_seconds: float | None = None) -> None:
+def install(app: faust.App, broker: str | None = None, lost_seconds: float | None = None,
+            security: KafkaSecurity | None = None) -> None:
     state = {"assigned": False, "broker_error": None, "broker_ok_at": time.monotonic()}
 
     @app.on_partitions_assigned.connect
@@ -49,7 +53,10 @@ def install(app: faust.App, broker: str | None = None, lost_seconds: float | Non
 
     @app.timer(interval=1.0)
     async def broker_watch():
-        error = await asyncio.to_thread(probe, broker, 2.0)
+        try:
+            error = await asyncio.to_thread(probe, broker, 2.0, security)
+        except KafkaRefused as exc:
+            _exit(f"giving up: {exc}")
         if error is None:
             if state["broker_error"] is not None:
                 log.warning("Kafka at %s answers again", broker)
@@ -60,8 +67,11 @@ def install(app: faust.App, broker: str | None = None, lost_seconds: float | Non
             log.error("Kafka at %s does not answer: %s (the clients keep retrying)", broker, error)
         state["broker_error"] = error
         if lost_seconds is not None and gone > lost_seconds:
-            log.error("Kafka at %s has not answered for %.0fs (limit %.0fs): exiting with code %d "
-                      "so the supervisor can restart this worker", broker, gone, lost_seconds,
-                      EXIT_BROKER_LOST)
-            logging.shutdown()
-            os._exit(EXIT_BROKER_LOST)     # at-least-once: uncommitted work is redelivered
+            _exit(f"Kafka at {broker} has not answered for {gone:.0f}s (limit {lost_seconds:.0f}s): "
+                  f"exiting with code {EXIT_BROKER_LOST} so the supervisor can restart this worker")
+
+
+def _exit(why: str) -> None:
+    log.error("%s", why)
+    logging.shutdown()
+    os._exit(EXIT_BROKER_LOST)     # at-least-once: uncommitted work is redelivered

@@ -61,6 +61,10 @@ class Metrics:
         self.dead_letters = Counter(
             "loopline_dead_letters", "Records written to the dead-letter topic, by source topic and error",
             ["topic", "error"], registry=r)
+        self.dead_letter_failures = Counter(
+            "loopline_dead_letter_failures", "Failed attempts to write a dead letter (retried until "
+            "written, the partition waiting), by source topic and stage (spill, publish)",
+            ["topic", "stage"], registry=r)
         self.data_to_deployment = Histogram(
             "loopline_data_to_deployment_seconds", "From the arrival of the oldest new data batch of a "
             "training to the deployment of the model it produced", buckets=DURATION_BUCKETS, registry=r)

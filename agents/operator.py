@@ -7,7 +7,9 @@ event, the operator named in it is the key's), the expiry, and replays (an accep
 forget). A command that fails any check is dead-lettered with the reason and changes nothing.
 A verified command is forwarded unchanged (same id, same signature) to the internal
 `operator.verified` topic, which the trigger (retrain, pause, resume) and the deployer
-(promote, rollback) read instead of the raw operator topic.
+(promote, rollback) read instead of the raw operator topic. The replay memory is per model, so
+the gate handles a command only on its model's partition: one that a producer put elsewhere
+comes back through `operator.rekeyed` (`agents.rekey`) before it is checked.
 
 Forward first, remember second: a crash in between forwards the command again on redelivery,
 which the readers tolerate (the trigger dedupes by event key, the deployer records which event

@@ -6,7 +6,9 @@ name is a pure function of the idempotency key (the launcher refuses a name it h
 409 path), and the keys launched per model are kept in a changelogged table, bounded — which
 still holds after a cluster has deleted the finished Job. The watcher, on the leader, turns
 terminal runs into TrainingSucceeded / TrainingFailed, caused by the request; a run that
-succeeded without registering a model version is reported as failed, not as a success.
+succeeded without registering a model version is reported as failed, not as a success. A
+cluster launcher is asked before each report whether this worker still holds its Lease, so a
+worker that lost it mid-batch stops instead of reporting alongside the new leader.
 """
 
 from __future__ import annotations
@@ -62,8 +64,13 @@ class Trainer:
 
     async def watch(self) -> None:
         for launcher in self.ctx.launchers.values():
+            # Cluster launchers lead by a Lease that can run out mid-batch (no API call to ask);
+            # the local one has no Lease: the Faust leader alone polls it.
+            leads = getattr(launcher, "leads", None)
             for status in await asyncio.to_thread(launcher.poll):
                 if status.terminal:
+                    if leads is not None and not leads():
+                        break  # whoever leads next reports the rest: they are unacknowledged
                     spec = await asyncio.to_thread(launcher.spec, status.run_name)
                     await self.report(status, spec)
                     await asyncio.to_thread(launcher.mark_reported, status.run_name)

@@ -13,20 +13,54 @@
    larger of ListOffsets and a fetch's high watermark.
 3. Seeking back to the committed offsets: see `ConsumerThread._seek_to_committed`.
 4. What may be committed: see `Consumer._new_offset`.
+
+`credentials()` turns loopline's Kafka security (streams.security) into Faust's own credentials
+object, the one way Faust hands TLS and SASL to every aiokafka client it makes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Mapping
 
+import faust
 from aiokafka import AIOKafkaConsumer
+from aiokafka.abc import AbstractTokenProvider
 from aiokafka.structs import TopicPartition
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.security import KafkaSecurity
+
 SCHEME = "loopline"
 DEFAULT_FETCH_MAX_WAIT_MS = 10
+
+
+def credentials(security: KafkaSecurity):
+    """Faust's `broker_credentials` for `security` (None: plaintext); Faust gives them to
+    every aiokafka client it makes."""
+    if security.protocol == "PLAINTEXT":
+        return None
+    context = security.ssl_context()
+    if security.protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if security.sasl_mechanism == "OAUTHBEARER":
+        return faust.OAuthCredentials(oauth_cb=TokenProvider(security), ssl_context=context)
+    username, password = security.credentials()
+    return faust.SASLCredentials(username=username, password=password, ssl_context=context,
+                                 mechanism=security.sasl_mechanism)
+
+
+class TokenProvider(AbstractTokenProvider):
+    """aiokafka asks for an OAUTHBEARER token at each connection: read it then (a file read, or
+    the user's callback, in a thread: neither belongs on the event loop)."""
+
+    def __init__(self, security: KafkaSecurity):
+        self.security = security
+
+    async def token(self) -> str:
+        return await asyncio.to_thread(self.security.token)
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -55,21 +89,22 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         listed = await super()._highwaters(partitions)
         if self.consumer.in_transaction:
             return listed
-        transport = self.transport
+        transport, conf = self.transport, self.app.conf
         bootstrap = faust_aiokafka.server_list(transport.url, transport.default_port)
-        return await fetched_end_offsets(bootstrap, listed)
+        auth = faust_aiokafka.credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context)
+        return await fetched_end_offsets(bootstrap, listed, **auth)
 
 
-async def fetched_end_offsets(bootstrap, listed: Mapping, timeout: float = 5.0) -> dict:
+async def fetched_end_offsets(bootstrap, listed: Mapping, timeout: float = 5.0, **auth) -> dict:
     """{tp: end}: each listed end raised to the high watermark of one fetch from there.
 
     A consumer of its own (no group) so the worker's positions are not touched; it reads at
-    most the few records past the listed end."""
+    most the few records past the listed end. `auth`: the worker's TLS / SASL settings."""
     if not listed:
         return {}
     tps = {TopicPartition(tp.topic, tp.partition): tp for tp in listed}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=10)
+                                fetch_max_wait_ms=10, **auth)
     await consumer.start()
     try:
         consumer.assign(list(tps))

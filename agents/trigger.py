@@ -1,7 +1,9 @@
 """The trigger agent: data, drift, operator, clock and training outcomes → training requests.
 
 It keeps one `ModelState` per model in a Faust table (changelogged, so it survives restarts)
-and hands every event to the pure `decide_retrain` reducer.
+and hands every event to the pure `decide_retrain` reducer. It sees a model's events only on the
+model's partition (`Topics.partition_of`), whoever produced them: `agents.rekey` forwards the
+others onto it first, so the table entry is written to one changelog partition only.
 
 A request goes out through an outbox: the new state is stored together with the request, the
 changelog is flushed, and only then is the request published. Why not publish first and store
@@ -79,7 +81,8 @@ class Trigger:
     def inputs(self) -> tuple[str, ...]:
         """The topics the trigger agent reads (its state is partitioned as they are)."""
         t = self.ctx.opts.topics
-        return (t.data, t.drift, t.operator_verified, t.clock, t.training, t.metrics, t.deployment)
+        return (t.data, t.drift, t.operator_verified, t.clock, t.training, t.metrics, t.deployment,
+                t.inputs_rekeyed)
 
     def partitions_assigned(self, assigned: Iterable[tuple[str, int]]) -> None:
         """After a rebalance this worker holds the (topic, partition) pairs `assigned` and no

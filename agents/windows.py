@@ -24,7 +24,10 @@ open windows' feedback (one window plus grace, per partition) and recounts it: n
 is lost. Windows reported before the crash may be reported again after it, with the same
 event id (dropped by the guard); late feedback for such a window, replayed after the crash,
 goes into that dropped repeat instead of the late counter. A rebalance is the same as a crash
-for the partitions that moved.
+for the partitions that moved. A dead letter that cannot be written (broker or spill store
+down) holds the batch: the edge retries it until it is written. Should that outlast the
+consumer's max.poll.interval.ms, librdkafka leaves the group and the batch is replayed: its
+dead letters may then be written twice, never lost.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ class MetricWindows:
             part = self.parts.setdefault(tp, _Partition())
             self._add(part, records, bad)
             part.position = records[-1].offset + 1
-        if bad:      # acknowledged before the offsets that include them are committed
+        if bad:      # written (retried until they are) before offsets past them are committed
             await asyncio.gather(*(self.ctx.edge.dead_letter(r, reason, error) for r, reason, error in bad))
         reports = []
         for tp, part in self.parts.items():

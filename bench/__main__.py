@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): every benchmark in turn, one summary table at the end.
 
-    python -m bench [--quick] [--only trigger,launch,throughput,loop,drift,memory]
+    python -m bench [--quick] [--only trigger,trigger@kafka,launch,throughput,throughput@kafka,loop,drift,memory]
 
 Each benchmark prints its own table and writes its JSON to bench/results/ (`<name>-latest.json`
 and a timestamped copy); the summary (goal, measured, bare baseline, ratio, holds) goes to
@@ -19,10 +19,17 @@ from typing import Any, Callable
 
 from bench import common, drift, launch, loop, memory, throughput, trigger
 
+def _on(name: str) -> dict[str, str]:
+    """`trigger@kafka` runs the trigger bench on Apache Kafka; a bare name on its default broker."""
+    return {"broker": name.partition("@")[2]} if "@" in name else {}
+
+
 BENCHES = {bench.name: bench for bench in (trigger.BENCH, launch.BENCH, throughput.BENCH, loop.BENCH,
                                            drift.BENCH, memory.BENCH)}
-FULL = {name: partial(bench.run, **bench.sizes()) for name, bench in BENCHES.items()}
-QUICK = {name: partial(bench.run, **bench.sizes(quick=True)) for name, bench in BENCHES.items()}
+ON_KAFKA = ("trigger", "throughput")      # the bus-bound paths, measured on Apache Kafka too
+BENCHES.update({f"{name}@kafka": BENCHES[name] for name in ON_KAFKA})
+FULL = {name: partial(bench.run, **{**bench.sizes(), **_on(name)}) for name, bench in BENCHES.items()}
+QUICK = {name: partial(bench.run, **{**bench.sizes(quick=True), **_on(name)}) for name, bench in BENCHES.items()}
 
 
 def _trigger(r: dict) -> dict[str, Any]:
@@ -62,7 +69,17 @@ def _memory(r: dict) -> dict[str, Any]:
 
 # One summary row per benchmark: its goal (worded from the constants the benchmark checks), and
 # what the row says of a result; `holds` is the result's own (none where no goal is set).
-ROWS: dict[str, tuple[str, Callable[[dict], dict[str, Any]]]] = {
+def _with_kafka_rows(rows: dict[str, tuple[str, Callable]]) -> dict[str, tuple[str, Callable]]:
+    """Each row of a bench that also runs on Apache Kafka, followed by that run's row."""
+    out = {}
+    for name, (goal, describe) in rows.items():
+        out[name] = (goal, describe)
+        if name in ON_KAFKA:
+            out[f"{name}@kafka"] = (f"{goal}, on Apache Kafka", describe)
+    return out
+
+
+ROWS: dict[str, tuple[str, Callable[[dict], dict[str, Any]]]] = _with_kafka_rows({
     "trigger": (f"trigger latency p99 <= {trigger.GOAL_P99_MS:g} ms and <= {trigger.GOAL_RATIO:g}x bare p99",
                 _trigger),
     "launch": (f"data event → training process running p50 <= {launch.GOAL_P50_MS:g} ms", _launch),
@@ -71,7 +88,7 @@ ROWS: dict[str, tuple[str, Callable[[dict], dict[str, Any]]]] = {
     "loop": (f"data event → promoted model answers, minus the step, <= {loop.GOAL_SECONDS:g} s", _loop),
     "drift": ("drift check time (no goal set)", _drift),
     "memory": (f"worker RSS idle <= {memory.GOAL_IDLE_MB:g} MB", _memory),
-}
+})
 
 
 def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
@@ -120,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name} (load {common.machine()['load'][0]:.2f}) ===", flush=True)
         try:
             results[name] = plan[name]()
-            BENCHES[name].report(results[name])
+            BENCHES[name].report(results[name], name)
         except Exception as exc:  # noqa: BLE001 - one failing benchmark must not hide the others
             traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -129,10 +129,11 @@ class Bench:
     def sizes(self, quick: bool = False) -> dict[str, Any]:
         return {**self.full, **self.quick} if quick else dict(self.full)
 
-    def report(self, result: dict[str, Any]) -> Path:
-        """Print the result's table and write its JSON to bench/results/; the timestamped file."""
+    def report(self, result: dict[str, Any], name: str | None = None) -> Path:
+        """Print the result's table and write its JSON to bench/results/ (as `name`, by default
+        the bench's own); the timestamped file."""
         self.show(result)
-        path = write_result(self.name, result)
+        path = write_result(name or self.name, result)
         print(f"wrote {path}")
         return path
 
@@ -153,6 +154,28 @@ class Bench:
 
 
 # --- a bench stack --------------------------------------------------------------------------------
+
+@contextmanager
+def broker(choice: str = "embedded") -> Iterator[str]:
+    """A bootstrap address: `embedded` (Tansu), `kafka` (Apache Kafka itself, devstack.kafka), or
+    HOST:PORT of a running broker. The bare baseline of a bench runs on the same one."""
+    if choice == "embedded":
+        from streams.broker import EmbeddedBroker
+
+        with EmbeddedBroker() as embedded:
+            yield embedded.bootstrap
+    elif choice == "kafka":
+        from devstack.kafka import ApacheKafka
+
+        with ApacheKafka() as kafka:
+            yield kafka.bootstrap
+    else:
+        yield choice
+
+
+def broker_name(choice: str) -> str:
+    return {"embedded": "embedded (Tansu)", "kafka": "Apache Kafka (KRaft, devstack.kafka)"}.get(choice, choice)
+
 
 def model(name: str, steps: list[dict], *, min_new_rows: int = 1, gate_step: str | None = None,
           metrics: dict | None = None, workdir: Path = REPO) -> dict:

@@ -1,10 +1,10 @@
 """Benchmark: metric-event throughput — labelled predictions aggregated per second by the worker.
 
-    python -m bench.throughput [--quick] [--events 500000] [--models 8]
+    python -m bench.throughput [--quick] [--events 500000] [--models 8] [--broker embedded|kafka|HOST:PORT]
 
 `events` FeedbackReceived events (the serving endpoint's format, ~450 bytes each, spread over
-`models` models and a few seconds of event time) are loaded into the feedback topic of an
-embedded broker first. Then, same broker, same records:
+`models` models and a few seconds of event time) are loaded into the feedback topic of a broker
+(the embedded Tansu by default; `--broker kafka` starts Apache Kafka itself) first. Then, same broker, same records:
 
 - bare: one aiokafka consumer reads them all from the beginning (`getmany`, 20,000 a call) and
   `json.loads` each: what parsing alone costs on this machine (the goal's baseline);
@@ -98,23 +98,23 @@ def counted(port: int) -> float:
     return sum(float(v) for v in _COUNTED.findall(text))
 
 
-def run(events: int = 300_000, models: int = 8, partitions: int = 4, timeout: float = 120.0) -> dict[str, Any]:
+def run(events: int = 300_000, models: int = 8, partitions: int = 4, timeout: float = 120.0,
+        broker: str = "embedded") -> dict[str, Any]:
     from devstack.stack import LocalStack
     from streams import events as ev
     from streams.admin import ensure_topics
-    from streams.broker import EmbeddedBroker
     from streams.topics import Topics
 
     prefix = LocalStack.unique_prefix("b")
     topics = Topics(prefix, partitions)
-    with EmbeddedBroker() as broker:
-        ensure_topics(broker.bootstrap, topics)
+    with common.broker(broker) as bootstrap:
+        ensure_topics(bootstrap, topics)
         started = time.perf_counter()
-        asyncio.run(load(broker.bootstrap, topics.feedback, partitions, records(events, models)))
+        asyncio.run(load(bootstrap, topics.feedback, partitions, records(events, models)))
         loaded = time.perf_counter() - started
-        bare = common.probe_parse_rate(broker.bootstrap, topics.feedback, events)
-        bare_librdkafka = common.probe_parse_rate_librdkafka(broker.bootstrap, topics.feedback, events)
-        with common.stack(bench_models(models), bootstrap=broker.bootstrap, prefix=prefix,
+        bare = common.probe_parse_rate(bootstrap, topics.feedback, events)
+        bare_librdkafka = common.probe_parse_rate_librdkafka(bootstrap, topics.feedback, events)
+        with common.stack(bench_models(models), bootstrap=bootstrap, prefix=prefix,
                           partitions=partitions, observe=("metrics",)) as s:
             samples, rss = [], []
             deadline = time.monotonic() + timeout
@@ -184,7 +184,7 @@ def show(result: dict[str, Any]) -> None:
                   f"{GOAL_PER_SECOND:,}/s); to bare librdkafka: {result.get('ratio_librdkafka')}x")
 
 
-BENCH = common.Bench("throughput", run, show, full={"events": 500_000, "models": 8},
+BENCH = common.Bench("throughput", run, show, full={"events": 500_000, "models": 8, "broker": "embedded"},
                      quick={"events": 20_000, "models": 4}, doc=__doc__)
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: trigger latency — a data-arrival event sent → its training request published.
 
-    python -m bench.trigger [--quick] [--events 1000] [--rate 20] [--models 100] [--bootstrap HOST:PORT]
+    python -m bench.trigger [--quick] [--events 1000] [--rate 20] [--models 100] [--broker embedded|kafka|HOST:PORT]
 
 A real stack (embedded broker, worker process) with `models` models whose retrain policy asks
 for a training on every data event and whose pipeline is one trivial step (`true`). The bench
@@ -16,8 +16,9 @@ and on the same broker, a bare probe sends one small record per tick at the same
 the same kind of aiokafka producer and consumer (fetch wait as the worker's): one hop, nothing
 decided. Also reported: send → the request received by the bench's own consumer (two hops).
 The first 20 events warm up (first launches, producer metadata) and are not counted.
-`--bootstrap` runs it all on another broker (the embedded Tansu by default): the p99 bar needs
-a broker that answers a fetch when data arrives, which Tansu does not (README, Performance).
+`--broker` picks the broker it all runs on: the embedded Tansu (default), `kafka` (Apache Kafka
+itself, started by devstack.kafka), or a running one. `make bench` runs both: the p99 bar needs a
+broker that answers a fetch when data arrives, which Tansu does not (README, Performance).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def bench_models(count: int) -> list[dict]:
 
 
 def run(events: int = 1000, rate: float = DEFAULT_RATE, models: int = 100,
-        settle: float = 2.0, bootstrap: str | None = None) -> dict[str, Any]:
-    with common.stack(bench_models(models), partitions=4, bootstrap=bootstrap) as s:
+        settle: float = 2.0, broker: str = "embedded") -> dict[str, Any]:
+    with common.broker(broker) as bootstrap, \
+            common.stack(bench_models(models), partitions=4, bootstrap=bootstrap) as s:
         time.sleep(settle)                      # let the start-up (recovery, first ticks) pass
         measured = asyncio.run(_measure(s, events, rate, [f"m{i:03d}" for i in range(models)]))
         rss = common.rss_mb(s.worker.proc.pid)
@@ -50,7 +52,7 @@ def run(events: int = 1000, rate: float = DEFAULT_RATE, models: int = 100,
     p99, bare = trigger["p99_ms"], probe["p99_ms"]
     return {
         "benchmark": "trigger", "events": events, "rate": rate, "models": models,
-        "broker": bootstrap or "embedded (Tansu)", "machine": common.machine(),
+        "broker": common.broker_name(broker), "machine": common.machine(),
         "trigger": trigger, "received": measured["received"], "probe": probe,
         "fetch_max_wait_ms": common.FETCH_MAX_WAIT_MS, "sent": measured["sent"],
         "requests": measured["requests"], "missing": measured["missing"],
@@ -192,7 +194,7 @@ def show(result: dict[str, Any]) -> None:
 
 
 BENCH = common.Bench("trigger", run, show,
-                     full={"events": 1000, "rate": DEFAULT_RATE, "models": 100, "bootstrap": None},
+                     full={"events": 1000, "rate": DEFAULT_RATE, "models": 100, "broker": "embedded"},
                      quick={"events": 40, "rate": 20.0, "models": 30, "settle": 1.0}, doc=__doc__)
 
 if __name__ == "__main__":

@@ -9,11 +9,19 @@ laptop), `unavailable()` says so and the Kafka runs skip with that reason; CI ha
 
     with ApacheKafka(log_path=...) as kafka:
         kafka.bootstrap        # "127.0.0.1:PORT"
+
+`secure=True` adds the listeners a production cluster has, beside the plaintext one every other
+test uses: SSL (mutual TLS: the client shows a certificate too), SASL_SSL and SASL_PLAINTEXT,
+each SASL listener taking PLAIN, SCRAM-SHA-256/512 (users created at format time, as Kafka's own
+tools do) and OAUTHBEARER with Kafka's unsecured test tokens. The certificates come from a test
+CA made here (`devstack.tls`). `kafka.client("SASL_SSL", "SCRAM-SHA-512")` gives a client's
+bootstrap address and its `KafkaSecurity`.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -23,7 +31,10 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.broker import BrokerError, free_port, probe
+from devstack.tls import Certificates, make_certificates
+from streams.broker import BrokerError, free_port
+from streams.probe import probe
+from streams.security import KafkaSecurity
 
 VERSION = os.environ.get("LOOPLINE_KAFKA_VERSION", "4.4.0")
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +68,19 @@ SINGLE_NODE = {
     "auto.create.topics.enable": "false",       # loopline creates every topic itself
 }
 
+SECURE_PROTOCOLS = ("SSL", "SASL_SSL", "SASL_PLAINTEXT")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+USERS = {"alice": "alice-secret"}            # every SASL mechanism knows them
+JAAS = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    # With no validator configured, Kafka checks OAUTHBEARER tokens with its unsecured test
+    # validator: an unsigned JWT (alg "none") whose `sub` names the user.
+    "OAUTHBEARER": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required "
+                   'unsecuredLoginStringClaim_sub="admin";',
+}
+
 
 def unavailable() -> str | None:
     """Why Apache Kafka cannot run here, or None."""
@@ -88,6 +112,15 @@ def jars(version: str = VERSION, cache: Path = CACHE) -> Path:
     return libs
 
 
+def unsecured_token(subject: str, lifetime: float = 3600.0) -> str:
+    """An unsigned JWT (alg "none") for Kafka's unsecured OAUTHBEARER validator: test use only."""
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    now = time.time()
+    return f'{part({"alg": "none"})}.{part({"sub": subject, "iat": now, "exp": now + lifetime})}.'
+
+
 def cluster_id() -> str:
     """A KRaft cluster id: a UUID as 22 URL-safe base64 characters (what `random-uuid` prints)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -97,9 +130,11 @@ class ApacheKafka:
     """A single-node KRaft broker in a temporary folder; the same interface as EmbeddedBroker."""
 
     def __init__(self, log_path: str | Path | None = None, *, version: str = VERSION,
-                 settings: dict[str, str] | None = None, heap: str = "512m"):
+                 settings: dict[str, str] | None = None, heap: str = "512m", secure: bool = False):
         self.port, self.controller_port = free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.ports = {protocol: free_port() for protocol in (SECURE_PROTOCOLS if secure else ())}
+        self.certificates: Certificates | None = None     # made at start, when secure
         self.log_path = Path(log_path) if log_path else None
         self.version, self.heap = version, heap
         self.settings = dict(settings or {})
@@ -107,25 +142,73 @@ class ApacheKafka:
         self._dir: tempfile.TemporaryDirectory | None = None
 
     def properties(self, data_dir: Path) -> dict[str, str]:
+        advertised = ",".join(f"{name}://{self.address(name)}" for name in ("PLAINTEXT", *self.ports))
         return {
             **SINGLE_NODE,
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listeners": f"{advertised},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": advertised,
+            "listener.security.protocol.map": ",".join(
+                ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT", *(f"{p}:{p}" for p in self.ports)]),
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "log.dirs": str(data_dir),
+            **self._security_properties(),
             **self.settings,
         }
+
+    def _security_properties(self) -> dict[str, str]:
+        if not self.ports:
+            return {}
+        certs = self.certificates
+        out = {"ssl.keystore.type": "PEM", "ssl.keystore.location": str(certs.server_keystore),
+               "ssl.truststore.type": "PEM", "ssl.truststore.location": str(certs.ca),
+               "listener.name.ssl.ssl.client.auth": "required"}      # the SSL listener: mutual TLS
+        users = " ".join(f'user_{name}="{password}"' for name, password in USERS.items())
+        for listener in ("sasl_ssl", "sasl_plaintext"):
+            out[f"listener.name.{listener}.sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+            for mechanism, jaas in JAAS.items():
+                out[f"listener.name.{listener}.{mechanism.lower()}.sasl.jaas.config"] = \
+                    jaas.format(users=users)
+        return out
+
+    def address(self, protocol: str = "PLAINTEXT") -> str:
+        """The bootstrap address of one listener."""
+        return self.bootstrap if protocol == "PLAINTEXT" else f"127.0.0.1:{self.ports[protocol]}"
+
+    def client(self, protocol: str, mechanism: str | None = None, *, user: str = "alice",
+               password: str | None = None, ca: Path | None = None) -> tuple[str, KafkaSecurity]:
+        """A client's bootstrap address and security for one listener: the harness's CA, the
+        client certificate on the SSL listener, the user's password (or token) on SASL ones.
+        `password` and `ca` override them, to see a wrong one refused."""
+        certs, tls = self.certificates, protocol in ("SSL", "SASL_SSL")
+        secret = mechanism not in (None, "OAUTHBEARER")        # PLAIN and SCRAM: a password
+        security = KafkaSecurity(
+            protocol=protocol, sasl_mechanism=mechanism, username=user if secret else None,
+            password=(USERS[user] if password is None else password) if secret else None,
+            oauth_token_file=self._token_file(user) if mechanism == "OAUTHBEARER" else None,
+            ca_file=(ca or certs.ca) if tls else None,
+            cert_file=certs.client_cert if protocol == "SSL" else None,
+            key_file=certs.client_key if protocol == "SSL" else None)
+        return self.address(protocol), security
+
+    def _token_file(self, user: str) -> Path:
+        path = Path(self._dir.name) / f"{user}.token"
+        path.write_text(unsecured_token(user))
+        return path
 
     def start(self, timeout: float = 60.0) -> "ApacheKafka":
         classpath = f"{jars(self.version)}/*"
         self._dir = tempfile.TemporaryDirectory(prefix="kafka-")
         home = Path(self._dir.name)
         config = home / "server.properties"
+        if self.ports:
+            self.certificates = make_certificates(home / "tls")
         config.write_text("".join(f"{k}={v}\n" for k, v in self.properties(home / "data").items()))
         java = ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-cp", classpath]
+        scram = [arg for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512") if self.ports
+                 for name, password in USERS.items()
+                 for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
         fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id(),
-                              "-c", str(config)], capture_output=True, text=True)
+                              "-c", str(config), *scram], capture_output=True, text=True)
         if fmt.returncode != 0:
             raise BrokerError(f"kafka-storage format failed: {(fmt.stdout + fmt.stderr).strip()[-800:]}")
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL

@@ -19,13 +19,17 @@ from streams.topics import Topics
 
 class Observer:
     def __init__(self, bootstrap: str, topics: Topics, from_beginning: bool = True,
-                 roles: Iterable[str] | None = None):
+                 roles: Iterable[str] | None = None, **config):
         self.bootstrap, self.topics = bootstrap, topics
+        self.config = config            # more kafka-python settings (security)
         self.from_beginning = from_beginning
-        # Only these topic roles (None: all). A benchmark watching 100k events/s would spend
-        # its own CPU decoding them here, next to the worker it measures.
+        # Only these topic roles (None: all but the re-key topics, which hold copies of input
+        # events, agents.rekey). A benchmark watching 100k events/s would spend its own CPU
+        # decoding them here, next to the worker it measures.
         wanted = None if roles is None else {r.replace("_", "-") for r in roles}
-        self.names = [n for n, spec in topics.all().items() if wanted is None or spec.role in wanted]
+        if wanted is None:
+            wanted = {spec.role for spec in topics.all().values()} - {"inputs-rekeyed", "operator-rekeyed"}
+        self.names = [n for n, spec in topics.all().items() if spec.role in wanted]
         self.events: list[Decoded] = []
         self.dead_letters: list[DeadLetter] = []
         self.cond = threading.Condition()
@@ -53,7 +57,7 @@ class Observer:
 
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
                                  auto_offset_reset="earliest" if self.from_beginning else "latest",
-                                 fetch_max_wait_ms=20, enable_auto_commit=False)
+                                 fetch_max_wait_ms=20, enable_auto_commit=False, **self.config)
         consumer.subscribe(self.names)
         try:
             while not self._stop.is_set():

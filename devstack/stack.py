@@ -22,6 +22,7 @@ from loopline.settings import Settings
 from streams import events as ev
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, free_port
+from streams.security import KafkaSecurity
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,13 +80,14 @@ class LocalStack:
     def __init__(self, state_dir: Path, config: Path, *, bootstrap: str | None = None,
                  prefix: str = "loopline", partitions: int = 4, serving: bool = False,
                  mlflow_uri: str = "", extra_env: dict | None = None,
-                 observe: tuple[str, ...] | None = None):
+                 observe: tuple[str, ...] | None = None, security: KafkaSecurity | None = None):
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config, self.bootstrap, self.prefix = Path(config).resolve(), bootstrap, prefix
         self.partitions, self.with_serving, self.mlflow_uri = partitions, serving, mlflow_uri
         self.extra_env = extra_env or {}
         self.observe = observe          # topic roles the observer reads (None: all; "clock" always)
+        self.security = security or KafkaSecurity()     # how every process here talks to Kafka
         self._stack = ExitStack()
         self.serve_port = free_port()
         self.worker: Process | None = None
@@ -112,10 +114,10 @@ class LocalStack:
                                  topic_prefix=self.prefix, partitions=self.partitions,
                                  mlflow_uri=self.mlflow_uri, group=f"{self.prefix}-worker",
                                  web_port=free_port())
-        ensure_topics(self.bootstrap, self.settings.topics)
+        ensure_topics(self.bootstrap, self.settings.topics, **self.security.kafka_python())
         roles = None if self.observe is None else {"clock", *self.observe}
         self.observer = self._stack.enter_context(Observer(self.bootstrap, self.settings.topics,
-                                                           roles=roles))
+                                                           roles=roles, **self.security.kafka_python()))
         self.worker = self.start_worker()
         self.wait_ready()
         if self.with_serving:
@@ -128,7 +130,7 @@ class LocalStack:
                 "LOOPLINE_PARTITIONS": str(s.partitions), "LOOPLINE_GROUP": s.group,
                 "LOOPLINE_MLFLOW_URI": s.mlflow_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-                **self.extra_env, **extra}
+                **self.security.env(), **self.extra_env, **extra}
 
     def _process(self, name: str, args: list[str], **env: str) -> Process:
         process = Process(name, [sys.executable, "-m", "loopline.cli", *args], self.env(**env),

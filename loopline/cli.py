@@ -11,6 +11,8 @@ import getpass
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from loopline.commands import CliError, require_broker
 from loopline.commands import inspect as inspect_cmd
 from loopline.commands import lineage as lineage_cmd
@@ -19,6 +21,8 @@ from loopline.commands import status as status_cmd
 from loopline.config import ConfigError
 from loopline.settings import Settings
 from loopline.startup import EXIT_BROKER_UNREACHABLE, BrokerUnreachable
+from streams.probe import probe
+from streams.security import KafkaRefused, SecurityConfigError
 from streams.signing import KeyFileError
 
 
@@ -57,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "aiokafka", "alembic", "mlflow"):     # their INFO is per connection
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:      # e.g. a Kafka security setting that cannot work
+        for error in exc.errors():      # one line each, naming the variable
+            setting = f"LOOPLINE_{error['loc'][0]}: ".upper() if error["loc"] else ""
+            print(f"error: {setting}{error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     if args.command == "demo":
         from devstack.demo import run_demo
         return run_demo(batches=args.batches, rows=args.rows, state_dir=args.state_dir, keep=args.keep)
@@ -66,15 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [sys.argv[0]]        # Faust's Worker parses argv itself
         run(settings)
         return 0
-    if args.command == "serve":
-        from loopline import config
-        from serving.server import serve
-        serve(settings.tracking_uri, settings.broker, settings.topics,
-              list(config.load(settings.config)), args.host, args.port)
-        return 0
     try:
+        if args.command == "serve":
+            return _serve(args, settings)
         if _reads_the_bus(args):
-            require_broker(settings.broker)     # before MLflow's import (seconds) and any Kafka client
+            # before MLflow's import (seconds) and any Kafka client
+            require_broker(settings.broker, security=settings.kafka_security)
         if args.command == "topics":
             return _topics(settings)
         if getattr(args, "func", None) is not None:
@@ -82,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.kind in operator_cmd.COMMANDS:
             return operator_cmd.run(args, settings)
         return _publish(args, settings)
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, KafkaRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BROKER_UNREACHABLE
-    except (CliError, KeyFileError, ConfigError) as exc:
+    except (CliError, KeyFileError, ConfigError, SecurityConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -99,10 +106,22 @@ def _reads_the_bus(args) -> bool:
     return args.command in ("topics", "status", "events", "dlq")
 
 
+def _serve(args, settings: Settings) -> int:
+    from loopline import config
+    from serving.server import serve
+
+    # Kafka may come later (the clients wait for it), but a refused password will not change.
+    probe(settings.broker, security=settings.kafka_security)
+    serve(settings.tracking_uri, settings.broker, settings.topics,
+          list(config.load(settings.config)), args.host, args.port, security=settings.kafka_security)
+    return 0
+
+
 def _topics(settings: Settings) -> int:
     from streams.admin import ensure_topics
 
-    for name, partitions in ensure_topics(settings.broker, settings.topics).items():
+    for name, partitions in ensure_topics(settings.broker, settings.topics,
+                                          **settings.kafka_security.kafka_python()).items():
         print(f"{name}\t{partitions}")
     return 0
 
@@ -114,7 +133,7 @@ def _publish(args, settings: Settings) -> int:
 
     data = ev.DataArrived(uri=args.uri, rows=args.rows, version=args.version, digest=args.digest)
     event = build(data, args.model, source=f"loopline/cli/{getpass.getuser()}")
-    with Publisher(settings.broker, settings.topics) as publisher:
+    with Publisher(settings.broker, settings.topics, **settings.kafka_security.kafka_python()) as publisher:
         publisher.publish(event)
     print(f"published {event.type} {event.id} for {args.model}")
     return 0

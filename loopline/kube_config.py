@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from triggers.podspec import GPU_RESOURCE
+from triggers.podspec import ANN_REPORTED, GPU_RESOURCE
 
 __all__ = ["KubernetesConfig", "pipeline_problems"]
 
@@ -111,7 +111,9 @@ class KubernetesConfig(_Strict):
     tolerations: list[TolerationConfig] = []
     backoff_limit: int = Field(0, ge=0)        # retries of a failed pod (Job) / step (Argo)
     active_deadline_seconds: int | None = Field(None, gt=0)
-    ttl_seconds_after_finished: int | None = Field(86400, ge=0)   # keep it above worker downtime
+    # A reported run stays this long (kubectl logs), then its controller removes it; a run that
+    # finishes while no worker watches is lost after it: keep it above the longest downtime.
+    ttl_seconds_after_finished: int | None = Field(86400, ge=0)
     env_from_secrets: list[str] = []           # e.g. MLflow credentials, as envFrom secretRef
     workdir: str | None = None                 # container workingDir (default: the image's)
     labels: dict[str, str] = {}
@@ -122,6 +124,13 @@ class KubernetesConfig(_Strict):
     def _dns(cls, value: str | None) -> str | None:
         if value is not None and not _DNS_LABEL.match(value):
             raise ValueError("must be a DNS-1123 label (lowercase letters, digits, '-'; at most 63)")
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _not_acknowledged(cls, value: dict[str, str]) -> dict[str, str]:
+        if ANN_REPORTED in value:
+            raise ValueError(f"{ANN_REPORTED} marks a run as reported: a run created with it would never be")
         return value
 
 

@@ -1,11 +1,14 @@
 """The worker's cluster launchers, built from the models' `pipeline.kubernetes` blocks.
 
 `build_launchers()` creates one Kubernetes client and the launchers the configured models use;
-none when no model runs on a cluster (the local default never imports the client).
+none when no model runs on a cluster (the local default never imports the client). The
+launchers share one Lease (triggers.lease): the run watcher of one worker reports, and a
+clean exit releases it so the next worker leads at once.
 """
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from loopline.config import ConfigError
@@ -49,6 +52,7 @@ def build_launchers(settings, models) -> dict[str, Any]:
         return {}
     from triggers import kube
     from triggers.cluster import ArgoWorkflowLauncher, KubernetesJobLauncher
+    from triggers.lease import Lease, lease_name
 
     try:
         pods = {kind: {name: pod_settings(m, settings.kube_namespace, settings.job_image)
@@ -56,9 +60,11 @@ def build_launchers(settings, models) -> dict[str, Any]:
     except ConfigError as exc:
         raise ConfigError(f"{settings.config}: {exc}") from None
     client = kube.connect(settings.kube_in_cluster, settings.kubeconfig, settings.kube_context)
+    lease = Lease(client, settings.kube_namespace, lease_name(settings.group), duration=settings.kube_lease_seconds)
+    atexit.register(lease.release)  # Faust exits normally on SIGTERM: hand over now, not after the duration
     launchers: dict[str, Any] = {}
     if pods["kubernetes"]:
-        launchers["kubernetes"] = KubernetesJobLauncher(client, pods["kubernetes"], settings.group)
+        launchers["kubernetes"] = KubernetesJobLauncher(client, pods["kubernetes"], settings.group, lease=lease)
     if pods["argo"]:
-        launchers["argo"] = ArgoWorkflowLauncher(client, pods["argo"], settings.group)
+        launchers["argo"] = ArgoWorkflowLauncher(client, pods["argo"], settings.group, lease=lease)
     return launchers

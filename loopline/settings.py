@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.security import KafkaSecurity
 from streams.topics import Topics
 
 
@@ -18,6 +19,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="ignore")
 
     broker: str = "127.0.0.1:9092"              # Kafka bootstrap servers
+    # Kafka security, for every client (streams.security checks it and maps it into each
+    # client's names). Secrets come from files, mounted Secrets that each new client re-reads;
+    # the inline username and password are for development.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL
+    kafka_sasl_mechanism: str = ""              # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER
+    kafka_sasl_username: str = ""
+    kafka_sasl_username_file: str = ""
+    kafka_sasl_password: str = ""
+    kafka_sasl_password_file: str = ""
+    kafka_sasl_oauth_token_file: str = ""       # OAUTHBEARER: a token file, re-read as it expires
+    kafka_sasl_oauth_token_callback: str = ""   # or MODULE:FUNCTION returning a token
+    kafka_ssl_ca_file: str = ""                 # empty: the system's trusted CAs
+    kafka_ssl_cert_file: str = ""               # a client certificate and key: mutual TLS
+    kafka_ssl_key_file: str = ""
+    kafka_ssl_check_hostname: bool = True
     mlflow_uri: str = ""                        # empty: sqlite store under state_dir
     state_dir: Path = Path(".loopline")
     config: Path = Path("loopline.yaml")
@@ -34,6 +50,9 @@ class Settings(BaseSettings):
     tick_interval: float = 1.0                  # clock ticks for cooldown expiry and staleness
     poll_interval: float = 0.1                  # how often the launcher watcher looks at runs
     max_event_bytes: int = 1_000_000
+    # Where a dead-lettered value too large to travel in its dead letter is kept (fsspec URL:
+    # file://, s3://, a shared volume); empty: <state_dir>/deadletter.
+    deadletter_spill_uri: str = ""
     drift_workers: int = Field(1, ge=1)          # processes running drift checks (Evidently)
     # Operator commands: keys file of key id -> {operator, secret} (a mounted Secret works).
     # The worker verifies with every key in it; the CLI signs with `operator_key_id`'s.
@@ -46,10 +65,34 @@ class Settings(BaseSettings):
     kubeconfig: str | None = None               # else $KUBECONFIG, else ~/.kube/config
     kube_context: str | None = None
     kube_namespace: str = "default"             # for models without pipeline.kubernetes.namespace
+    # The run watcher's Lease (in kube_namespace): how long runs wait for a new leader if one dies.
+    kube_lease_seconds: int = Field(15, ge=3, le=3600)
     job_image: str = ""                         # for models without pipeline.kubernetes.image
     broker_wait_seconds: float = Field(60.0, gt=0)   # at start-up: give up (exit 3) after this
     broker_lost_seconds: float = Field(120.0, gt=0)  # running: exit 3 when Kafka is gone this long
     web_bind: str = "127.0.0.1"                 # 0.0.0.0 in a pod: the kubelet probes /livez, /readyz
+
+    @model_validator(mode="after")
+    def _kafka_security_works(self) -> "Settings":
+        self.kafka_security            # raises, naming the setting, if the combination cannot work
+        return self
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        def path(value: str) -> Path | None:
+            return Path(value) if value else None
+
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol.upper(),
+            sasl_mechanism=self.kafka_sasl_mechanism.upper() or None,
+            username=self.kafka_sasl_username or None,
+            username_file=path(self.kafka_sasl_username_file),
+            password=self.kafka_sasl_password or None,
+            password_file=path(self.kafka_sasl_password_file),
+            oauth_token_file=path(self.kafka_sasl_oauth_token_file),
+            oauth_token_callback=self.kafka_sasl_oauth_token_callback or None,
+            ca_file=path(self.kafka_ssl_ca_file), cert_file=path(self.kafka_ssl_cert_file),
+            key_file=path(self.kafka_ssl_key_file), check_hostname=self.kafka_ssl_check_hostname)
 
     @property
     def topics(self) -> Topics:

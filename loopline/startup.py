@@ -3,7 +3,9 @@
 A worker started before its broker must neither hang nor crash-loop with a traceback: it probes
 the broker with growing pauses (capped), answers its health port meanwhile (`/livez` 200,
 `/readyz` 503 with the reason, so an orchestrator sees "starting, not ready"), logs one clear
-line per attempt, and exits with code 3 when the configured wait is over.
+line per attempt, and exits with code 3 when the configured wait is over. A broker that answers
+but refuses our password or whose certificate we refuse (`KafkaRefused`) is not waited for:
+no retry fixes a configuration, so that is one line and exit code 3 at once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from streams.broker import probe
+from streams.probe import probe
+from streams.security import KafkaSecurity
 
 log = logging.getLogger("loopline.startup")
 EXIT_BROKER_UNREACHABLE = 3
@@ -58,10 +61,13 @@ class StartupHealth:
 
 
 def wait_for_broker(bootstrap: str, wait_seconds: float, health: StartupHealth | None = None,
-                    first_delay: float = 0.5, max_delay: float = 5.0) -> None:
+                    first_delay: float = 0.5, max_delay: float = 5.0,
+                    security: KafkaSecurity | None = None) -> None:
+    """Return once Kafka answers (and lets us in); BrokerUnreachable after `wait_seconds`;
+    KafkaRefused at once when it refuses the credentials or we refuse its certificate."""
     deadline = time.monotonic() + wait_seconds
     delay, attempt = first_delay, 1
-    while (reason := probe(bootstrap)) is not None:
+    while (reason := probe(bootstrap, security=security)) is not None:
         if health:
             health.reason = f"waiting for Kafka at {bootstrap}: {reason}"
         left = deadline - time.monotonic()

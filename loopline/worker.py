@@ -20,6 +20,7 @@ from loopline.settings import Settings
 from loopline.startup import (EXIT_BROKER_UNREACHABLE, BrokerUnreachable, StartupHealth,
                               wait_for_broker)
 from streams.admin import ensure_topics
+from streams.security import KafkaRefused, SecurityConfigError
 from triggers.local import LocalLauncher
 
 log = logging.getLogger("loopline.worker")
@@ -46,7 +47,7 @@ def init_tracking_store(settings: Settings) -> None:
 def build(settings: Settings):
     models = config_mod.load(settings.config)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ensure_topics(settings.broker, settings.topics)
+    ensure_topics(settings.broker, settings.topics, **settings.kafka_security.kafka_python())
     init_tracking_store(settings)
     opts = AppOptions(
         broker=settings.broker, group=settings.group, topics=settings.topics,
@@ -59,7 +60,9 @@ def build(settings: Settings):
         poll_interval=settings.poll_interval, max_event_bytes=settings.max_event_bytes,
         job_env=job_env(settings),
         operator_keys=str(settings.operator_keys) if settings.operator_keys else None,
-        lag_interval=settings.lag_interval)
+        lag_interval=settings.lag_interval, security=settings.kafka_security,
+        deadletter_spill_uri=settings.deadletter_spill_uri
+        or (settings.state_dir.resolve() / "deadletter").as_uri())
     launchers = {"local": LocalLauncher(settings.state_dir.resolve()),
                  **build_launchers(settings, models)}     # kubernetes / argo, if models use them
     return build_app(opts, models, launchers, MlflowRegistry(settings.tracking_uri),
@@ -86,8 +89,9 @@ def run(settings: Settings | None = None, loglevel: str = "info") -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
     try:
         with StartupHealth(settings.web_bind, settings.web_port) as health:
-            wait_for_broker(settings.broker, settings.broker_wait_seconds, health)
-    except BrokerUnreachable as exc:
+            wait_for_broker(settings.broker, settings.broker_wait_seconds, health,
+                            security=settings.kafka_security)
+    except (BrokerUnreachable, KafkaRefused, SecurityConfigError) as exc:
         log.error("giving up: %s", exc)
         sys.exit(EXIT_BROKER_UNREACHABLE)
     app = build(settings)

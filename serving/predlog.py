@@ -35,11 +35,13 @@ class UnknownPrediction(KeyError):
 
 class PredictionLog:
     def __init__(self, bootstrap: str, topics: Topics, source: str = "loopline/serving",
-                 capacity: int = 100_000, producer=None):
+                 capacity: int = 100_000, producer=None, **config):
+        """`config`: more kafka-python producer settings (security: KafkaSecurity.kafka_python())."""
         from kafka import KafkaProducer
 
         self.topics, self.source, self.capacity = topics, source, capacity
-        self.producer = producer or KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
+        self.producer = producer or KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5,
+                                                  **config)
         self.lock = threading.Lock()
         self.recent: OrderedDict[str, tuple[str, str, Any, float]] = OrderedDict()
         self.errors = 0

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from streams.codec import DecodeError, decode
 from streams.events import DeploymentDone, DeploymentRolledBack
+from streams.security import KafkaSecurity
 from streams.topics import Topics
 
 log = logging.getLogger("loopline.serving")
@@ -74,12 +75,13 @@ class ModelStore:
             return {n: {"version": e["version"], "loaded_at": e["loaded_at"]} for n, e in self.models.items()}
 
 
-def follow_deployments(store: ModelStore, bootstrap: str, topics: Topics, stop: threading.Event) -> None:
+def follow_deployments(store: ModelStore, bootstrap: str, topics: Topics, stop: threading.Event,
+                       **config) -> None:
     """Reload a model whenever a deployment event names a new version for it."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(topics.deployment, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="latest", fetch_max_wait_ms=50)
+                             auto_offset_reset="latest", fetch_max_wait_ms=50, **config)
     try:
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=200).values():
@@ -160,17 +162,18 @@ def make_handler(store: ModelStore, plog=None):
 
 
 def serve(tracking_uri: str, bootstrap: str, topics: Topics, models: list[str], host: str = "127.0.0.1",
-          port: int = 8080, alias: str = "champion") -> None:
+          port: int = 8080, alias: str = "champion", security: KafkaSecurity | None = None) -> None:
+    security = security or KafkaSecurity()
     store = ModelStore(tracking_uri, alias)
     stop = threading.Event()
     follower = threading.Thread(target=follow_deployments, args=(store, bootstrap, topics, stop),
-                                daemon=True, name="deployments")
+                                kwargs=security.kafka_python(), daemon=True, name="deployments")
     follower.start()                 # follow first, then load: no deployment falls in between
     for name in models:
         store.load(name)
     from serving.predlog import PredictionLog
 
-    plog = PredictionLog(bootstrap, topics)
+    plog = PredictionLog(bootstrap, topics, **security.kafka_python())
     server = ThreadingHTTPServer((host, port), make_handler(store, plog))
     log.info("serving on http://%s:%d", host, port)
     try:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
+
+from streams.probe import probe  # noqa: F401 - its old home: callers import it from here too
 
 
 def free_port() -> int:
@@ -24,37 +25,6 @@ def free_port() -> int:
 
 class BrokerError(RuntimeError):
     pass
-
-
-def probe(bootstrap: str, timeout: float = 2.0) -> str | None:
-    """One Kafka ApiVersions round trip to each bootstrap address until one answers.
-
-    Returns None when a broker answered, else why not. A TCP connect is not enough: a frozen
-    (SIGSTOPped) broker still completes handshakes from its kernel backlog, it only never
-    answers; this waits for the protocol's answer. Stdlib only, so it cannot hang in a client's
-    own retry loop.
-    """
-    # ApiVersions v0: api_key 18, version 0, correlation id 1, client id "loopline-probe".
-    client_id = b"loopline-probe"
-    body = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
-    request = struct.pack(">i", len(body)) + body
-    reasons = []
-    for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
-        if not port.isdigit():
-            reasons.append(f"{address.strip()!r} is not HOST:PORT")
-            continue
-        try:
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as sock:
-                sock.settimeout(timeout)
-                sock.sendall(request)
-                header = sock.recv(8)
-                if len(header) == 8 and struct.unpack(">ii", header)[1] == 1:
-                    return None
-                reasons.append(f"{address}: unexpected answer")
-        except (OSError, ValueError) as exc:
-            reasons.append(f"{address}: {exc or type(exc).__name__}")
-    return "; ".join(reasons) or "no bootstrap address"
 
 
 class EmbeddedBroker:

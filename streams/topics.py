@@ -33,6 +33,12 @@ SPECS: tuple[TopicSpec, ...] = (
     # Internal: commands the operator gate verified (signature, expiry, replay), forwarded
     # unchanged; the trigger and the deployer read this, never the raw operator topic.
     TopicSpec("operator-verified", "operator.verified", (ev.OperatorCommand.TYPE,)),
+    # Internal re-key topics (agents.rekey): an input event a producer put on another partition
+    # than its model's is forwarded here unchanged, onto its model's partition, before any agent
+    # touches the model's state. The trigger reads the first, the operator gate the second.
+    TopicSpec("inputs-rekeyed", "inputs.rekeyed", (
+        ev.DataArrived.TYPE, ev.DriftDetected.TYPE, ev.MetricReported.TYPE)),
+    TopicSpec("operator-rekeyed", "operator.rekeyed", (ev.OperatorCommand.TYPE,)),
     TopicSpec("clock", "clock.ticked", (ev.ClockTicked.TYPE,), retention_ms=3_600_000),
     TopicSpec("training-requests", "training.requested", (ev.TrainingRequested.TYPE,)),
     TopicSpec("training", "training.status", (
@@ -51,6 +57,9 @@ SPECS: tuple[TopicSpec, ...] = (
 BY_ROLE = {spec.role: spec for spec in SPECS}
 # A type accepted on several topics is published to the first (operator, not operator.verified).
 ROLE_OF_TYPE = {t: spec.role for spec in reversed(SPECS) for t in spec.accepts}
+# The input topics any producer may write, keyed any way: role -> the role of its re-key topic.
+REKEYED = {"data": "inputs-rekeyed", "drift": "inputs-rekeyed", "metrics": "inputs-rekeyed",
+           "operator": "operator-rekeyed"}
 
 
 @dataclass(frozen=True)
@@ -74,10 +83,16 @@ class Topics:
     def spec_of(self, topic: str) -> TopicSpec | None:
         return self.all().get(topic)
 
+    def rekey_topics(self) -> dict[str, str]:
+        """Input topic -> the re-key topic its records go to when off their model's partition."""
+        return {BY_ROLE[role].name(self.prefix): BY_ROLE[target].name(self.prefix)
+                for role, target in REKEYED.items()}
+
     def partition_of(self, key: str) -> int:
         """The partition a record keyed `key` lands on with Kafka's default partitioner (murmur2:
         the Java client, kafka-python, aiokafka; librdkafka only with `partitioner=murmur2_random`).
-        Producers of loopline's events must use it: a model's ticks and its state follow it."""
+        A model's state and ticks live on it, and loopline's own events are keyed onto it; input
+        events other producers put elsewhere are re-keyed onto it first (`agents.rekey`)."""
         from kafka.partitioner.default import murmur2
 
         return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions

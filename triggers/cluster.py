@@ -8,33 +8,40 @@ Both implement the agents' `Launcher` port exactly like `LocalLauncher`:
 - a watch thread per namespace (`kube.Watcher`: list, watch from the resourceVersion,
   resume after disconnects, re-list on 410 Gone) keeps the latest RunStatus of
   every run this deployment owns; poll() returns the runs whose phase changed since
-  the last poll() (first call: every unacknowledged run);
-- mark_reported(run) deletes the object (and its pods): the outcome is on the bus by
-  then (outputs, reason, log tail) and in MLflow, and a restarted worker cannot report
-  a run that no longer exists. Deletion is the acknowledgement because the worker's
-  Role has no `patch` (jobs/workflows: create, get, list, watch, delete; pods and logs:
-  get, list). Objects being deleted (deletionTimestamp set) count as acknowledged.
-  Until then ttlSecondsAfterFinished must outlast the worker's longest downtime;
+  the last poll() (first call, and first call of a new leadership term: every
+  unacknowledged run), and nothing while another worker holds the Lease;
+- mark_reported(run) annotates the object `loopline.io/reported: <time>` (a merge
+  patch): the outcome is on the bus by then, and a run carrying the annotation is
+  never reported again, by this worker, another one or one restarted. The object
+  stays, with its pods, so `kubectl logs` of a failed training still works; the Job
+  controller (ttlSecondsAfterFinished) or Argo (ttlStrategy) removes it after the
+  configured retention, which must also outlast the worker's longest downtime;
 - spec(run) rebuilds the LaunchSpec from the object's annotation.
+
+Which worker reports: the holder of a coordination.k8s.io Lease (triggers.lease), asked
+on every poll(); `leads()` says, without an API call, whether this worker may still
+report (the trainer asks before each report). Without a Lease (one worker, tests) the
+launcher always leads.
 
 A terminal run is final: its status (with the pod's report and log tail, fetched
 once, in the watch thread) is cached until acknowledged, also if the object is
-deleted meanwhile. A run deleted before it finished is reported Failed ("deleted").
-Only the worker whose trainer polls (the Faust leader) watches; a former leader that
-still watches forgets deleted runs instead of keeping them for a report it won't make.
+deleted meanwhile. A run deleted before it finished is reported Failed ("deleted")
+by the leader; a worker that watches without leading forgets it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from triggers import kube
+from triggers.lease import Lease
 from triggers.pipeline import FAILED, TERMINAL_PHASES, LaunchSpec, RunStatus
 from triggers.podspec import (
+    ANN_REPORTED,
     PodSettings,
     RenderError,
     owner_selector,
@@ -47,8 +54,6 @@ __all__ = ["ArgoWorkflowLauncher", "ClusterLauncher", "KubernetesJobLauncher"]
 
 log = logging.getLogger("loopline.cluster")
 LOG_TAIL_LINES = 20
-# A launcher polled within this many seconds is the one that reports runs (the leader's).
-REPORTER_WINDOW = 60.0
 
 
 class ClusterLauncher:
@@ -56,8 +61,10 @@ class ClusterLauncher:
     resource: kube.Resource
 
     def __init__(self, client: kube.KubeClient, pods: Mapping[str, PodSettings], owner: str,
-                 watch_timeout: int = 300) -> None:
+                 watch_timeout: int = 300, lease: Lease | None = None) -> None:
         self.client = client
+        self.lease = lease
+        self._term = 0
         self.pods = dict(pods)
         self.owner = owner
         self.selector = owner_selector(owner)
@@ -67,10 +74,9 @@ class ClusterLauncher:
         self._annotations: dict[str, Mapping[str, str]] = {}
         self._namespace: dict[str, str] = {}
         self._last_phase: dict[str, str] = {}
-        self._done: set[str] = set()
-        self._undeleted: set[str] = set()  # acknowledged, deletion still to do
+        self._done: set[str] = set()       # acknowledged: never reported again
+        self._unmarked: set[str] = set()   # acknowledged, the annotation still to write
         self._watchers: dict[str, kube.Watcher] = {}
-        self._last_poll = float("-inf")
 
     # --- the Launcher port ------------------------------------------------------------
 
@@ -82,9 +88,15 @@ class ClusterLauncher:
         return self.client.create(self.resource, pod.namespace, body)
 
     def poll(self) -> list[RunStatus]:
-        self._last_poll = time.monotonic()
-        self._ensure_watching()
-        self._retry_deletes()
+        self._ensure_watching()  # also without the Lease: a follower that takes over knows the runs
+        self._write_marks()
+        if self.lease is not None:
+            if not self.lease.held():
+                return []
+            if self.lease.term != self._term:  # leading again: what the last term left unreported counts
+                with self._lock:
+                    self._term = self.lease.term
+                    self._last_phase.clear()
         with self._lock:
             changed = []
             for name, status in self._status.items():
@@ -104,8 +116,12 @@ class ClusterLauncher:
                 return
             self._done.add(run_name)
             self._status.pop(run_name, None)
-            self._undeleted.add(run_name)
-        self._retry_deletes()
+            self._unmarked.add(run_name)
+        self._write_marks()
+
+    def leads(self) -> bool:
+        """Whether this worker may report runs now (no API call; see triggers.lease)."""
+        return self.lease is None or self.lease.leads()
 
     def spec(self, run_name: str) -> LaunchSpec | None:
         with self._lock:
@@ -165,33 +181,33 @@ class ClusterLauncher:
             present.add(obj["metadata"]["name"])
             self._on_event(namespace, "ADDED", obj)
         with self._lock:
-            gone = [name for name, ns in self._namespace.items()
-                    if ns == namespace and name not in present and name not in self._done]
+            gone = [name for name, ns in self._namespace.items() if ns == namespace and name not in present]
         for name in gone:  # deleted while we were not watching
-            self._forget_or_fail(name)
+            self._on_event(namespace, "DELETED", {"metadata": {"name": name}})
 
     def _on_event(self, namespace: str, etype: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
         name = meta.get("name")
         if not name:
             return
-        if etype == "DELETED":
-            with self._lock:
-                if name in self._done:  # reported and now gone: nothing will mention it again
-                    self._done.discard(name)
-                    self._namespace.pop(name, None)
-                    self._last_phase.pop(name, None)
-                    return
-        if meta.get("deletionTimestamp"):
-            with self._lock:  # acknowledged (being deleted), maybe by a previous worker
-                self._done.add(name)
-                self._status.pop(name, None)
-            return
+        reported = ANN_REPORTED in (meta.get("annotations") or {})
         with self._lock:
-            if name in self._done:
+            if reported or name in self._done:  # acknowledged, maybe by another worker or before a restart
+                for table in (self._status, self._annotations, self._last_phase):
+                    table.pop(name, None)
+                if reported:
+                    self._unmarked.discard(name)
+                if etype == "DELETED":  # removed (TTL): nothing will mention it again
+                    self._done.discard(name)
+                    self._unmarked.discard(name)
+                    self._namespace.pop(name, None)
+                else:
+                    self._done.add(name)
+                    self._namespace[name] = namespace
                 return
             self._namespace[name] = namespace
-            self._annotations[name] = dict(meta.get("annotations") or {})
+            if etype != "DELETED":  # a deleted run's spec is still read from what we saw last
+                self._annotations[name] = dict(meta.get("annotations") or {})
             cached = self._status.get(name)
         if etype == "DELETED":
             self._forget_or_fail(name)
@@ -208,11 +224,10 @@ class ClusterLauncher:
                 self._status[name] = status
 
     def _forget_or_fail(self, name: str) -> None:
-        """The object is gone: report it as failed if it was running, unless nobody polls us."""
+        """The object is gone before it was reported: a failure if it was running, unless we do not lead."""
         with self._lock:
             cached = self._status.get(name)
-            if time.monotonic() - self._last_poll > REPORTER_WINDOW:
-                # Another worker is the one that reports (and deleted it after reporting): forget it.
+            if not self.leads():  # the leader reports it; keeping it could report it twice later
                 for table in (self._status, self._namespace, self._annotations, self._last_phase):
                     table.pop(name, None)
                 return
@@ -224,19 +239,22 @@ class ClusterLauncher:
                 reason=f"{self.resource.kind} was deleted before it finished",
                 started_at=cached.started_at if cached else None)
 
-    def _retry_deletes(self) -> None:
+    def _write_marks(self) -> None:
+        """Annotate the acknowledged runs (retried on every poll() while the API is away)."""
         with self._lock:
-            pending = [(name, self._namespace.get(name)) for name in self._undeleted]
+            pending = [(name, self._namespace.get(name)) for name in self._unmarked]
+        mark = {"metadata": {"annotations": {
+            ANN_REPORTED: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}}}
         for name, namespace in pending:
             if namespace is not None:
                 try:
-                    self.client.delete(self.resource, namespace, name)
+                    self.client.patch(self.resource, namespace, name, mark)  # None: gone already
                 except Exception as exc:  # noqa: BLE001 - API down: the next poll() retries
-                    log.warning("%s %s/%s: cannot delete yet (%s); will retry", self.resource.kind,
+                    log.warning("%s %s/%s: cannot mark it reported yet (%s); will retry", self.resource.kind,
                                 namespace, name, exc)
                     continue
             with self._lock:
-                self._undeleted.discard(name)
+                self._unmarked.discard(name)
                 self._annotations.pop(name, None)
 
 

@@ -1,13 +1,16 @@
 """The one module that talks to the Kubernetes API (through the official `kubernetes` client).
 
 Everything else in `triggers` renders plain dicts and reads plain dicts; this module
-creates, reads, lists, watches and deletes them:
+creates, reads, lists, watches and patches them:
 
 - `connect()` builds an API client from in-cluster config or a kubeconfig (+ context).
 - `KubeClient` wraps the calls the launchers need, for Jobs (batch/v1) and Argo
   Workflows (a custom object): create (409 AlreadyExists -> False), get, list,
-  watch, delete, and the pods/logs of a run. Objects are plain JSON dicts. These are
-  exactly the verbs the Helm chart's Role grants (no patch, no secrets).
+  watch, a JSON merge patch (the "reported" annotation), and the pods/logs of a run;
+  for the run watcher's leader election, get / create / replace of a
+  coordination.k8s.io/v1 Lease (replace is conditional on the resourceVersion: 409
+  Conflict -> None). Objects are plain JSON dicts. These are exactly the verbs the
+  Helm chart's Role grants (no delete, no secrets).
 - `Watcher` is a thread that follows one resource in one namespace: list, then watch
   from the list's resourceVersion; after a disconnect it resumes from the last
   resourceVersion it saw, so no change is lost; on 410 Gone (the server compacted
@@ -33,7 +36,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
-__all__ = ["ARGO_WORKFLOWS", "JOBS", "ApiError", "Gone", "KubeClient", "Resource", "Watcher", "connect"]
+__all__ = ["ARGO_WORKFLOWS", "JOBS", "LEASES", "ApiError", "Gone", "KubeClient", "Resource", "Watcher", "connect"]
 
 log = logging.getLogger("loopline.kube")
 
@@ -52,6 +55,8 @@ class Resource:
 
 JOBS = Resource("batch", "v1", "jobs", "Job")
 ARGO_WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+MERGE_PATCH = "application/merge-patch+json"  # custom resources take no strategic merge patch
 
 
 class ApiError(RuntimeError):
@@ -98,6 +103,7 @@ class KubeClient:
         self.batch = k8s.BatchV1Api(api_client)
         self.custom = k8s.CustomObjectsApi(api_client)
         self.core = k8s.CoreV1Api(api_client)
+        self.coordination = k8s.CoordinationV1Api(api_client)
         self.timeout = request_timeout
 
     @classmethod
@@ -152,21 +158,59 @@ class KubeClient:
         data = json.loads(resp.data)
         return list(data.get("items") or []), str((data.get("metadata") or {}).get("resourceVersion") or "")
 
-    def delete(self, res: Resource, namespace: str, name: str) -> bool:
-        """Delete with its pods (background propagation); False if it was gone already."""
+    def patch(self, res: Resource, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """JSON merge patch (RFC 7386); the patched object, None if it is gone (404).
+
+        A `metadata.resourceVersion` in the patch makes it conditional (ApiError 409 when stale).
+        """
         try:
             if res is JOBS:
-                self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background",
-                                                 _preload_content=False, _request_timeout=self.timeout)
+                resp = self.batch.patch_namespaced_job(name, namespace, dict(patch), _content_type=MERGE_PATCH,
+                                                       _preload_content=False, _request_timeout=self.timeout)
             else:
-                self.custom.delete_namespaced_custom_object(res.group, res.version, namespace, res.plural, name,
-                                                            propagation_policy="Background",
-                                                            _preload_content=False, _request_timeout=self.timeout)
+                resp = self.custom.patch_namespaced_custom_object(
+                    res.group, res.version, namespace, res.plural, name, dict(patch), _content_type=MERGE_PATCH,
+                    _preload_content=False, _request_timeout=self.timeout)
         except ApiException as exc:
             if exc.status == 404:
-                return False
-            raise _error(exc, f"delete {res.kind} {namespace}/{name}") from None
-        return True
+                return None
+            raise _error(exc, f"patch {res.kind} {namespace}/{name}") from None
+        return json.loads(resp.data)
+
+    # --- leases -----------------------------------------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            resp = self.coordination.read_namespaced_lease(name, namespace, _preload_content=False,
+                                                           _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _error(exc, f"get Lease {namespace}/{name}") from None
+        return json.loads(resp.data)
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The created Lease; None if one of that name exists (409: another candidate was first)."""
+        try:
+            resp = self.coordination.create_namespaced_lease(namespace, dict(body), _preload_content=False,
+                                                             _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise _error(exc, f"create Lease {namespace}/{body['metadata']['name']}") from None
+        return json.loads(resp.data)
+
+    def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Update, conditional on body's metadata.resourceVersion; None on 409 (someone wrote since)."""
+        name = body["metadata"]["name"]
+        try:
+            resp = self.coordination.replace_namespaced_lease(name, namespace, dict(body), _preload_content=False,
+                                                              _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise _error(exc, f"update Lease {namespace}/{name}") from None
+        return json.loads(resp.data)
 
     # --- watch ----------------------------------------------------------------------
 

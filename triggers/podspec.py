@@ -13,7 +13,8 @@ and the metadata that lets a watcher find its runs again after a restart:
                                             values become a readable prefix + hash
 
     annotations: the full model name, idempotency key and correlation id, and the
-    LaunchSpec as JSON (the watcher rebuilds the request from it).
+    LaunchSpec as JSON (the watcher rebuilds the request from it); the run watcher
+    adds `loopline.io/reported: <time>` once the outcome is on the bus.
 
 Pure: plain data in, plain dicts out.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "ANN_CORRELATION",
     "ANN_IDEMPOTENCY_KEY",
     "ANN_MODEL",
+    "ANN_REPORTED",
     "ANN_SPEC",
     "GPU_RESOURCE",
     "LABEL_CORRELATION",
@@ -61,6 +63,7 @@ ANN_MODEL = "loopline.io/model"
 ANN_IDEMPOTENCY_KEY = "loopline.io/idempotency-key"
 ANN_CORRELATION = "loopline.io/correlation-id"
 ANN_SPEC = "loopline.io/launch-spec"
+ANN_REPORTED = "loopline.io/reported"  # the acknowledgement: never reported again
 GPU_RESOURCE = "nvidia.com/gpu"
 # The API server rejects objects whose annotations exceed 256 KiB in total.
 MAX_SPEC_ANNOTATION = 200 * 1024

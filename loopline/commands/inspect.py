@@ -8,6 +8,9 @@ came from, once the cause is removed (a key added, a model configured, a bug fix
 carries the header `loopline.replay.of: deadletter:<partition>:<offset>`, so the link survives
 in the record itself (and in its dead letter, should it fail again); replaying the same record
 twice needs `--force`.
+
+A value too large for its dead letter was spilled (`streams.spill`): `dlq list` shows where
+its bytes lie, and `dlq replay` reads them back (checking their sha256) and publishes those.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ def letter_row(record, letter, replays: list[str]) -> dict:
            "topic": letter.topic, "partition": letter.partition, "offset": letter.offset,
            "error": letter.error, "reason": letter.reason, "time": letter.time,
            "replay_of": record.header(REPLAY_HEADER), "replayed_by": replays,
-           "event_id": None, "type": None}
+           "spilled": vars(letter.spilled) if letter.spilled else None,
+           "omitted": letter.omitted or None, "event_id": None, "type": None}
     try:
         event = decode(letter.value, letter.headers, max_bytes=1 << 30).event
         row.update(event_id=event.id, type=event.type)
@@ -176,10 +180,16 @@ def run_dlq_list(args, settings: Settings) -> int:
         print("no dead letters")
     for row in rows:
         replayed = f"  replayed -> {', '.join(row['replayed_by'])}" if row["replayed_by"] else ""
-        what = f"{render.short_type(row['type'])} {row['event_id']}" if row["type"] else "undecodable"
+        what = f"{render.short_type(row['type'])} {row['event_id']}" if row["type"] else (
+            "spilled" if row["spilled"] else "undecodable")
         print(f"{row['id']:>8}  {row['time']}  {row['model'] or '-':<12} from {row['topic']}"
               f"[{row['partition']}]@{row['offset']}  {what}\n          {row['error']}: "
               f"{row['reason']}{replayed}")
+        if row["spilled"]:
+            spilled = row["spilled"]
+            print(f"          bytes: {spilled['uri']} ({spilled['size']} bytes, sha256 {spilled['sha256']})")
+        if row["omitted"]:
+            print(f"          not kept: {row['omitted']}")
     return 0
 
 
@@ -192,10 +202,13 @@ def parse_ref(ref: str) -> tuple[int, int]:
 
 
 def run_dlq_replay(args, settings: Settings) -> int:
+    from kafka.errors import KafkaError
+
     from loopline.commands.snapshot import fetch
     from streams.codec import encode_headers
     from streams.deadletter import DeadLetter
     from streams.publisher import Publisher
+    from streams.spill import SpillError, read
 
     partition, offset = parse_ref(args.id)
     ref = f"{partition}:{offset}"
@@ -221,10 +234,23 @@ def run_dlq_replay(args, settings: Settings) -> int:
     else:
         if letter.value is None:
             raise CliError(f"{ref} is a tombstone (no value): give a fixed event with --file")
-        value = letter.value
+        try:
+            value = read(letter.spilled) if letter.spilled else letter.value
+        except SpillError as exc:
+            raise CliError(f"{ref}: {exc}") from None
         headers = [h for h in letter.headers if h[0] != REPLAY_HEADER] + [link]
-    with Publisher(settings.broker, settings.topics) as publisher:
-        meta = publisher.send_raw(letter.topic, value, key=letter.key, headers=headers).get(timeout=10)
+        if letter.omitted:
+            print(f"note: {ref} did not keep all of the original ({letter.omitted}): replayed without it")
+    if len(value) > settings.max_event_bytes:
+        print(f"note: {len(value)} bytes is over LOOPLINE_MAX_EVENT_BYTES ({settings.max_event_bytes}): "
+              "the worker dead-letters it again unless its limit was raised")
+    # The client's own request limit (1 MB) is not ours to impose: the broker decides.
+    with Publisher(settings.broker, settings.topics,
+                   max_request_size=max(1 << 20, len(value) + (64 << 10))) as publisher:
+        try:
+            meta = publisher.send_raw(letter.topic, value, key=letter.key, headers=headers).get(timeout=10)
+        except KafkaError as exc:
+            raise CliError(f"{ref} not replayed to {letter.topic}: {exc}") from None
     print(f"replayed dead letter {ref} ({letter.error}: {letter.reason}) to "
           f"{letter.topic}[{meta.partition}]@{meta.offset}")
     return 0

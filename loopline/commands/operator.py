@@ -92,8 +92,9 @@ def run(args, settings: Settings) -> int:
         return 0
     from streams.publisher import Publisher
 
-    require_broker(settings.broker)
-    with Publisher(settings.broker, settings.topics) as publisher:
+    security = settings.kafka_security
+    require_broker(settings.broker, security=security)
+    with Publisher(settings.broker, settings.topics, **security.kafka_python()) as publisher:
         publisher.publish(event)
     if args.json:
         print(json.dumps({"published": True, "event": event.to_dict()}, indent=2))
@@ -121,8 +122,10 @@ def _preview_trigger(command: str, event: CloudEvent, model, settings: Settings,
     from agents import policies as p
     from loopline.commands.snapshot import model_states
 
-    require_broker(settings.broker)
-    state = model_states(settings.broker, settings.group).get(model.name, p.ModelState())
+    security = settings.kafka_security
+    require_broker(settings.broker, security=security)
+    state = model_states(settings.broker, settings.group, **security.kafka_python()).get(
+        model.name, p.ModelState())
     details = [f"state: paused={state.paused} in_flight={state.in_flight or '-'} "
                f"new_rows={state.new_rows} pending={','.join(state.pending) or '-'} "
                f"suppressed={state.suppressed}"]

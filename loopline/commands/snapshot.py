@@ -26,7 +26,10 @@ from streams.topics import Topics
 REPLAY_HEADER = "loopline.replay.of"          # on a re-published record: "deadletter:<p>:<o>"
 # Not part of the decision record: the clock (one tick a second per model), the serving
 # telemetry (one record per prediction or label: high volume) and the dead letters (read apart).
-NOT_DECISIONS = frozenset({"deadletter", "clock", "predictions", "feedback"})
+# Not read as the loop's record: dead letters and telemetry (shown on request), and the re-key
+# topics, which hold copies of input events forwarded onto their model's partition (agents.rekey).
+NOT_DECISIONS = frozenset({"deadletter", "clock", "predictions", "feedback", "inputs-rekeyed",
+                           "operator-rekeyed"})
 
 
 @dataclass(frozen=True)

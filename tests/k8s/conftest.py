@@ -89,3 +89,16 @@ def phases(statuses) -> dict[str, str]:
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
     return wait_until(predicate, timeout, interval=interval)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when a test moves them (a Lease's injectable clock)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -6,7 +6,12 @@ API contract the launchers rely on, the way the API server does:
 
 - namespaced create (201; 409 AlreadyExists with a Status body), get (404 NotFound),
   list with label selectors (`k=v`, `k!=v`, `k`, `!k`) and a list resourceVersion,
-  JSON-merge / strategic-merge patch of metadata, delete;
+  JSON merge patch (strategic merge too, except on custom resources: 415, as for a CRD;
+  a `metadata.resourceVersion` in the patch is a precondition: 409 Conflict when stale),
+  update (PUT: whole object, conditional on `metadata.resourceVersion`, 409 Conflict
+  when stale; Leases refuse an update without one, 422, as the API server does), delete;
+- coordination.k8s.io/v1 Leases, with the API server's validation of their spec
+  (MicroTime timestamps, a positive leaseDurationSeconds);
 - a global, monotonically increasing resourceVersion (like etcd's revision) on every
   object and event;
 - watch (`?watch=true`, chunked JSON lines): without a resourceVersion, synthetic
@@ -19,9 +24,10 @@ Every request it serves is recorded with the name RBAC gives it (verb, API group
 resource[/subresource]), so a test can check the Helm chart's Role against what the
 launchers really asked of the API (`permissions_used()`).
 
-Test controls stand in for the controllers and the network: `set_status()` (the Job
-controller / Argo's workflow controller moving a run), `add_pod()`, `drop_watches()`
-(connections cut mid-stream, no terminating chunk), `compact()` (history gone: 410).
+Test controls stand in for the controllers, the network and other clients: `set_status()`
+(the Job controller / Argo's workflow controller moving a run), `add_pod()`, `drop_watches()`
+(connections cut mid-stream, no terminating chunk), `compact()` (history gone: 410),
+`before_next()` (another client's request served between two of this one's).
 """
 
 from __future__ import annotations
@@ -35,12 +41,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 JOBS = "batch/v1/jobs"
 WORKFLOWS = "argoproj.io/v1alpha1/workflows"
 PODS = "v1/pods"
+LEASES = "coordination.k8s.io/v1/leases"
+BUILT_IN_GROUPS = ("batch", "coordination.k8s.io")  # the others here are custom resources
+_MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)$")
 
 _PATH = re.compile(r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
                    r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$")
@@ -80,6 +90,33 @@ def _now() -> str:
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "code": code}
+
+
+class Refused(Exception):
+    """What the API server refuses; `status` is the Status body it answers with."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__(status["message"])
+        self.status = status
+
+
+def _conflict(res: str, name: str) -> dict[str, Any]:
+    plural, group = res.rsplit("/", 1)[1], res.split("/")[0]
+    return _status(409, "Conflict", f'Operation cannot be fulfilled on {plural}.{group} "{name}": the object has '
+                                    f"been modified; please apply your changes to the latest version and try again")
+
+
+def _lease_problem(spec: Any) -> str | None:
+    """What the API server's Lease validation would reject (None: valid)."""
+    if not isinstance(spec, dict):
+        return None
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not isinstance(duration, int) or duration <= 0):
+        return f"spec.leaseDurationSeconds: Invalid value: {duration!r}: must be greater than 0"
+    for key in ("acquireTime", "renewTime"):
+        if spec.get(key) is not None and not _MICRO_TIME.match(str(spec[key])):
+            return f"spec.{key}: {spec[key]!r} is not an RFC 3339 time"
+    return None
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -122,6 +159,7 @@ class FakeKube:
         self.compacted = 0  # events with rv <= this are gone
         self.logs: dict[tuple[str, str], str] = {}
         self.requests: list[Request] = []
+        self.hooks: list[tuple[str, str, Callable[[], None]]] = []  # before_next()
         self.watch_generation = 0
         self.closing = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -155,6 +193,9 @@ class FakeKube:
         name = (body.get("metadata") or {}).get("name")
         if not name:
             return 422, _status(422, "Invalid", "metadata.name: Required value")
+        problem = _lease_problem(body.get("spec")) if res == LEASES else None
+        if problem:
+            return 422, _status(422, "Invalid", problem)
         with self.lock:
             if (res, ns, name) in self.objects:
                 kind = res.rsplit("/", 1)[1]
@@ -177,14 +218,43 @@ class FakeKube:
                     if r == res and n == ns and selector_matches(selector, o["metadata"].get("labels") or {})]
 
     def patch(self, res: str, ns: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge patch; None if there is no such object; Refused (409) on a stale precondition."""
         with self.lock:
             obj = self.objects.get((res, ns, name))
             if obj is None:
                 return None
+            expected = (patch.get("metadata") or {}).get("resourceVersion")
+            if expected is not None and expected != obj["metadata"]["resourceVersion"]:
+                raise Refused(_conflict(res, name))
             new = merge_patch(obj, patch)
             self.objects[(res, ns, name)] = new
             self._record(res, ns, "MODIFIED", new)
             return copy.deepcopy(new)
+
+    def update(self, res: str, ns: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
+        """PUT: replace the object, if `metadata.resourceVersion` is still the stored one."""
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if not isinstance(meta, dict) or meta.get("name") != name:
+            return 400, _status(400, "BadRequest", f"the object's name does not match the name on the URL ({name})")
+        problem = _lease_problem(body.get("spec")) if res == LEASES else None
+        if problem:
+            return 422, _status(422, "Invalid", problem)
+        with self.lock:
+            current = self.objects.get((res, ns, name))
+            if current is None:  # (the API server would create a Lease here; nobody relies on that)
+                return 404, _status(404, "NotFound", f'"{name}" not found')
+            version = meta.get("resourceVersion")
+            if not version and res == LEASES:
+                return 422, _status(422, "Invalid", "metadata.resourceVersion: Invalid value: 0x0: "
+                                                    "must be specified for an update")
+            if version and version != current["metadata"]["resourceVersion"]:
+                return 409, _conflict(res, name)
+            obj = copy.deepcopy(body)
+            kept = {k: current["metadata"][k] for k in ("uid", "creationTimestamp") if k in current["metadata"]}
+            obj["metadata"].update(namespace=ns, **kept)
+            self.objects[(res, ns, name)] = obj
+            self._record(res, ns, "MODIFIED", obj)
+            return 200, copy.deepcopy(obj)
 
     def delete(self, res: str, ns: str, name: str) -> dict[str, Any] | None:
         with self.lock:
@@ -211,6 +281,20 @@ class FakeKube:
         with self.lock:
             self.watch_generation += 1
             self.lock.notify_all()
+
+    def before_next(self, verb: str, resource: str, action: Callable[[], None]) -> None:
+        """Run `action` when the next `verb` request on `resource` arrives, before serving it
+        (e.g. another candidate's write landing between this client's read and its write)."""
+        with self.lock:
+            self.hooks.append((verb, resource, action))
+
+    def _run_hook(self, request: Request) -> None:
+        with self.lock:
+            due = next((h for h in self.hooks if h[:2] == (request.verb, request.resource)), None)
+            if due is not None:
+                self.hooks.remove(due)
+        if due is not None:
+            due[2]()
 
     def compact(self) -> None:
         """Forget the event history: a watch from any version seen so far now gets 410."""
@@ -246,9 +330,10 @@ class FakeKube:
                 if not m:
                     fake.requests.append(Request(self.command, parts.path, query))
                     return None, query
-                fake.requests.append(Request(self.command, parts.path, query,
-                                             _verb(self.command, m["name"] is not None, query), m["group"] or "",
-                                             m["plural"] + (f"/{m['sub']}" if m["sub"] else "")))
+                request = Request(self.command, parts.path, query, _verb(self.command, m["name"] is not None, query),
+                                  m["group"] or "", m["plural"] + (f"/{m['sub']}" if m["sub"] else ""))
+                fake.requests.append(request)
+                fake._run_hook(request)
                 res = f"{m['core']}/{m['plural']}" if m["core"] else f"{m['group']}/{m['version']}/{m['plural']}"
                 return (res, m["ns"], m["name"], m["sub"]), query
 
@@ -278,14 +363,26 @@ class FakeKube:
                 body = self._body()
                 if route is None or route[2] is None:
                     return self._json(404, _status(404, "NotFound", "no such object"))
-                if not ctype.startswith(("application/merge-patch+json", "application/strategic-merge-patch+json")) \
-                        or not isinstance(body, dict):
-                    return self._json(415, _status(415, "UnsupportedMediaType", f"fake supports merge patches, not {ctype}"))
                 res, ns, name, _ = route
-                obj = fake.patch(res, ns, name, body)
+                strategic = ctype.startswith("application/strategic-merge-patch+json")
+                if not (ctype.startswith("application/merge-patch+json") or strategic) or not isinstance(body, dict) \
+                        or strategic and res.split("/")[0] not in BUILT_IN_GROUPS:
+                    return self._json(415, _status(415, "UnsupportedMediaType", f"the media type {ctype!r} is not "
+                                                                                f"supported here"))
+                try:
+                    obj = fake.patch(res, ns, name, body)
+                except Refused as exc:
+                    return self._json(exc.status["code"], exc.status)
                 if obj is None:
                     return self._json(404, _status(404, "NotFound", f'"{name}" not found'))
                 self._json(200, obj)
+
+            def do_PUT(self):
+                route, _ = self._route()
+                if route is None or route[2] is None:
+                    return self._json(404, _status(404, "NotFound", "no such object"))
+                res, ns, name, _ = route
+                self._json(*fake.update(res, ns, name, self._body()))
 
             def do_DELETE(self):
                 route, _ = self._route()

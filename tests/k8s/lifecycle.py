@@ -2,10 +2,11 @@
 
 The Helm chart's Role must grant every request the launchers make. Rather than a table
 copied from the chart, `permissions_used(kind)` drives one launcher through everything a
-worker does with it (submit, a redelivered submit, watch, a failed and a succeeded run
-reported by the real Trainer, acknowledgement, another worker's look-up of a run) and
-returns the (API group, resource, verb) of each request the fake server saw. It starts
-its own server, so the Role test needs no other test to have run.
+worker does with it (taking the run watcher's Lease, submit, a redelivered submit, watch,
+a failed and a succeeded run reported by the real Trainer, acknowledgement, renewing the
+Lease, another worker's look-up of a run, releasing the Lease at shutdown) and returns the
+(API group, resource, verb) of each request the fake server saw. It starts its own server,
+so the Role test needs no other test to have run.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import asyncio
 from agents.metrics import Metrics
 from agents.trainer import Trainer
 from streams import events as ev
-from tests.k8s.conftest import NAMESPACE, OWNER, launch_spec, pod_settings, wait_for
+from tests.k8s.conftest import NAMESPACE, OWNER, FakeClock, launch_spec, pod_settings, wait_for
 from tests.k8s.controllers import complete, failed, job_pod, node, wf_status, workflow_pod
-from tests.k8s.fake_kube import JOBS, WORKFLOWS, FakeKube
+from tests.k8s.fake_kube import JOBS, LEASES, WORKFLOWS, FakeKube
 from triggers.cluster import ArgoWorkflowLauncher, ClusterLauncher, KubernetesJobLauncher
 from triggers.kube import KubeClient
+from triggers.lease import Lease, lease_name
 from triggers.pipeline import FAILED, SUCCEEDED, LaunchSpec
+from triggers.podspec import ANN_REPORTED
 
 
 class TrainerContext:
@@ -60,14 +63,16 @@ def permissions_used(kind: str) -> set[tuple[str, str, str]]:
     cls, resource, finish = LAUNCHERS[kind]
     fake = FakeKube().start()
     client = KubeClient.for_host(fake.url)
+    clock = FakeClock()
+    lease = Lease(client, NAMESPACE, lease_name(OWNER), "worker-0", clock=clock)
     launchers: list[ClusterLauncher] = []
 
-    def worker() -> ClusterLauncher:
-        launchers.append(cls(client, {"classifier": pod_settings()}, OWNER, watch_timeout=5))
+    def worker(lease: Lease | None = None) -> ClusterLauncher:
+        launchers.append(cls(client, {"classifier": pod_settings()}, OWNER, watch_timeout=5, lease=lease))
         return launchers[-1]
 
     try:
-        runs, ok, bad = worker(), launch_spec(), launch_spec()
+        runs, ok, bad = worker(lease), launch_spec(), launch_spec()
         assert runs.submit(ok) and runs.submit(bad) and not runs.submit(ok)  # the last: a redelivery
         assert runs.wait_synced()
         finish(fake, ok, bad)
@@ -77,10 +82,14 @@ def permissions_used(kind: str) -> set[tuple[str, str, str]]:
         reported = {type(data): data for data, _, _ in ctx.published}
         assert reported[ev.TrainingFailed].log_tail == ["boom"]  # the failed pod's log was read
         assert reported[ev.TrainingSucceeded].run_name == ok.run_name
-        assert fake.list(resource, NAMESPACE) == []  # acknowledged: deleted
+        assert all(ANN_REPORTED in o["metadata"]["annotations"] for o in fake.list(resource, NAMESPACE))
+        clock.advance(lease.renew_every)
+        assert runs.poll() == [] and lease.leads()  # renewed
         later = launch_spec()
         runs.submit(later)
         assert worker().spec(later.run_name) == later  # a worker that has not watched reads the object
+        lease.release()  # shutdown
+        assert fake.get(LEASES, NAMESPACE, lease.name)["spec"]["holderIdentity"] == ""
     finally:
         for launcher in launchers:
             launcher.close()

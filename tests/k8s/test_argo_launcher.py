@@ -15,6 +15,7 @@ from tests.k8s.lifecycle import TrainerContext
 from tests.k8s.schemas_check import validate_argo
 from triggers.cluster import ArgoWorkflowLauncher
 from triggers.pipeline import FAILED, RUNNING, SKIPPED, SUCCEEDED
+from triggers.podspec import ANN_REPORTED
 
 
 @pytest.fixture
@@ -145,7 +146,10 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
     assert by_type[ev.TrainingSucceeded].outputs["evaluate"] == {"candidate_version": "3", "accuracy": 0.91}
     assert by_type[ev.TrainingFailed].idempotency_key == request_key(bad)
     assert "step prepare: Error (exit code 1)" in by_type[ev.TrainingFailed].reason
-    for name in (ok.run_name, bad.run_name):
-        assert fake.get(WORKFLOWS, NAMESPACE, name) is None
+    for name in (ok.run_name, bad.run_name):  # kept for the logs until Argo's ttlStrategy, annotated
+        workflow = fake.get(WORKFLOWS, NAMESPACE, name)
+        assert ANN_REPORTED in workflow["metadata"]["annotations"]
+        assert workflow["spec"]["ttlStrategy"] == {"secondsAfterCompletion": 86400}
+    assert fake.count("PATCH", "/workflows/") == 2  # a merge patch: a custom resource takes no strategic one
     restarted = launcher()
     assert restarted.wait_synced() and restarted.poll() == []

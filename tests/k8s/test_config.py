@@ -14,6 +14,7 @@ from tests.k8s.conftest import launch_spec
 from tests.k8s.fake_kube import JOBS, WORKFLOWS
 from tests.k8s.schemas_check import validate_argo, validate_k8s
 from triggers.cluster import ArgoWorkflowLauncher, KubernetesJobLauncher
+from triggers.lease import lease_name
 from triggers.render_job import render_job
 from triggers.render_workflow import render_workflow
 
@@ -66,6 +67,7 @@ def test_defaults_come_from_the_settings(tmp_path):
     ({"tolerations": [{"key": "a", "operator": "Exists", "value": "x"}]}, r"value must be empty"),
     ({"backoff_limit": -1}, r"backoff_limit: .*greater than or equal to 0"),
     ({"imagee": "x"}, r"pipeline\.kubernetes\.imagee: unknown key"),
+    ({"annotations": {"loopline.io/reported": "x"}}, r"pipeline\.kubernetes\.annotations: .*never be"),
 ])
 def test_bad_kubernetes_blocks_name_the_file_and_key(tmp_path, block, message):
     path = write(tmp_path, {"launcher": "kubernetes", "kubernetes": block})
@@ -100,7 +102,7 @@ def test_the_worker_builds_the_launchers_its_models_need_from_a_kubeconfig(tmp_p
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}},
                      {"name": "other", "context": {"cluster": "nowhere", "user": "u"}}]}))
     settings = Settings(config=path, kube_in_cluster=False, kubeconfig=str(kubeconfig), kube_context="fake",
-                        kube_namespace="ml", job_image="acme/loopline:4", group="prod")
+                        kube_namespace="ml", job_image="acme/loopline:4", group="prod", kube_lease_seconds=20)
     models = config_mod.load(path)
     launchers = build_launchers(settings, models)
     try:
@@ -113,6 +115,9 @@ def test_the_worker_builds_the_launchers_its_models_need_from_a_kubeconfig(tmp_p
         assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "acme/loopline:4"
         assert job["metadata"]["labels"]["loopline.io/owner"] == "prod"
         assert wf["metadata"]["labels"]["loopline.io/model"] == "b"
+        lease = launchers["kubernetes"].lease  # one run watcher per worker: one Lease for both
+        assert lease is launchers["argo"].lease
+        assert (lease.namespace, lease.name, lease.duration) == ("ml", lease_name("prod"), 20)
     finally:
         for launcher in launchers.values():
             launcher.close()
@@ -124,9 +129,10 @@ def test_settings_read_the_kube_environment(monkeypatch):
     monkeypatch.setenv("LOOPLINE_KUBE_NAMESPACE", "ml")
     monkeypatch.setenv("LOOPLINE_JOB_IMAGE", "acme/loopline:5")
     monkeypatch.setenv("LOOPLINE_WEB_BIND", "0.0.0.0")
+    monkeypatch.setenv("LOOPLINE_KUBE_LEASE_SECONDS", "30")
     settings = Settings()
-    assert (settings.kube_in_cluster, settings.kube_namespace, settings.job_image, settings.web_bind) == (
-        True, "ml", "acme/loopline:5", "0.0.0.0")
+    assert (settings.kube_in_cluster, settings.kube_namespace, settings.job_image, settings.web_bind,
+            settings.kube_lease_seconds) == (True, "ml", "acme/loopline:5", "0.0.0.0", 30)
 
 
 def test_a_cluster_model_without_an_image_stops_the_worker_with_file_and_key(tmp_path):

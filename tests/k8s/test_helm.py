@@ -15,6 +15,7 @@ import yaml
 from loopline import config as config_mod
 from loopline.launchers import pod_settings
 from triggers import kube
+from tests.k8s.fake_kube import LEASES
 from tests.k8s.lifecycle import permissions_used
 from tests.k8s.schemas_check import K8S_VERSIONS, validate_k8s
 
@@ -88,6 +89,7 @@ def test_the_role_grants_every_request_the_launchers_make(values, used):
 def test_the_fake_api_server_names_requests_as_rbac_does(fake, client):
     """The Role test trusts these names: Kubernetes' request verbs for each call the launchers can make."""
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}}
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}, "spec": {}}
     fake.add_pod("ml", {"metadata": {"name": "p"}}, log="hello")
     calls = [(lambda: client.create(kube.JOBS, "ml", job), ("batch", "jobs", "create")),
              (lambda: client.get(kube.JOBS, "ml", "j"), ("batch", "jobs", "get")),
@@ -95,7 +97,12 @@ def test_the_fake_api_server_names_requests_as_rbac_does(fake, client):
              (lambda: list(client.watch(kube.JOBS, "ml", "", "0", 1)), ("batch", "jobs", "watch")),
              (lambda: client.pods("ml", ""), ("", "pods", "list")),
              (lambda: client.log_tail("ml", "p", "main"), ("", "pods/log", "get")),
-             (lambda: client.delete(kube.JOBS, "ml", "j"), ("batch", "jobs", "delete"))]
+             (lambda: client.patch(kube.JOBS, "ml", "j", {"metadata": {"annotations": {"a": "b"}}}),
+              ("batch", "jobs", "patch")),
+             (lambda: client.create_lease("ml", lease), ("coordination.k8s.io", "leases", "create")),
+             (lambda: client.get_lease("ml", "l"), ("coordination.k8s.io", "leases", "get")),
+             (lambda: client.replace_lease("ml", fake.get(LEASES, "ml", "l")),
+              ("coordination.k8s.io", "leases", "update"))]
     for call, name in calls:
         before = len(fake.requests)
         call()
@@ -105,7 +112,7 @@ def test_the_fake_api_server_names_requests_as_rbac_does(fake, client):
 def test_argo_grant_can_be_left_out_and_jobs_still_work(used):
     (role,) = by_kind(manifests({"rbac": {"argoWorkflows": False}}), "Role")
     granted = grants(role)
-    assert {group for group, _, _ in granted} == {"batch", ""}
+    assert {group for group, _, _ in granted} == {"batch", "", "coordination.k8s.io"}
     assert used["kubernetes"] <= granted
 
 
@@ -140,14 +147,70 @@ def test_credentials_are_secret_references_and_the_chart_creates_no_secret():
     assert not by_kind(docs, "Secret")
     for deployment in by_kind(docs, "Deployment"):
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-        assert env["LOOPLINE_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-user-loopline",
-                                                                                   "key": "pass"}
+        # Kafka's password is a file of a mounted Secret (test_kafka_security_...)
+        assert "LOOPLINE_KAFKA_SASL_PASSWORD" not in env and "LOOPLINE_KAFKA_SASL_PASSWORD_FILE" in env
         assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-basic-auth",
                                                                                "key": "pass"}
         assert env["LOOPLINE_BROKER"]["value"] == "prod-kafka-bootstrap.kafka:9093"  # Kafka is external
     default_env = [e["name"] for d in by_kind(manifests({}), "Deployment")
                    for e in d["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert not any("SASL" in name or name.startswith("MLFLOW_TRACKING_P") for name in default_env)
+
+
+KAFKA_SECURITY = {  # MSK-like: SASL_SSL with SCRAM, a private CA, mutual TLS on top
+    "securityProtocol": "SASL_SSL",
+    "sasl": {"mechanism": "SCRAM-SHA-512", "existingSecret": "kafka-user", "passwordKey": "pw"},
+    "tls": {"caSecret": "kafka-ca", "clientCertSecret": "kafka-client"}}
+
+
+@pytest.mark.parametrize("security, files", [
+    (KAFKA_SECURITY, {"LOOPLINE_KAFKA_SASL_USERNAME_FILE": ("kafka-user", "username"),
+                      "LOOPLINE_KAFKA_SASL_PASSWORD_FILE": ("kafka-user", "pw"),
+                      "LOOPLINE_KAFKA_SSL_CA_FILE": ("kafka-ca", "ca.crt"),
+                      "LOOPLINE_KAFKA_SSL_CERT_FILE": ("kafka-client", "tls.crt"),
+                      "LOOPLINE_KAFKA_SSL_KEY_FILE": ("kafka-client", "tls.key")}),
+    ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "OAUTHBEARER", "existingSecret": "tokens"}},
+     {"LOOPLINE_KAFKA_SASL_OAUTH_TOKEN_FILE": ("tokens", "token")}),
+    ({"securityProtocol": "SSL"}, {}),               # public CAs (MSK's TLS listener): nothing mounted
+], ids=["sasl-scram-mtls", "oauthbearer", "tls-system-cas"])
+def test_kafka_security_reaches_both_deployments_as_settings_and_mounted_secret_files(security, files):
+    """Each *_FILE setting names a file of the projected volume, which takes it from the right
+    key of the right Secret; the protocol and mechanism are plain settings."""
+    values = {"kafka": {"bootstrapServers": "b-1.kafka:9096", **security}}
+    settings = {"LOOPLINE_KAFKA_SECURITY_PROTOCOL": security["securityProtocol"]}
+    if "sasl" in security:
+        settings["LOOPLINE_KAFKA_SASL_MECHANISM"] = security["sasl"]["mechanism"]
+    for deployment in by_kind(manifests(values), "Deployment"):
+        validate_k8s(deployment)
+        spec = deployment["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("LOOPLINE_KAFKA_")}
+        assert {k: v for k, v in env.items() if not k.endswith("_FILE")} == settings
+        assert set(env) - set(settings) == set(files)
+        mounted = {m["name"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for setting, (secret, key) in files.items():
+            mount = next(m for m in mounted.values() if env[setting].startswith(m["mountPath"] + "/"))
+            assert mount["readOnly"] is True
+            sources = volumes[mount["name"]]["projected"]["sources"]
+            items = [item for s in sources if s["secret"]["name"] == secret for item in s["secret"]["items"]]
+            assert {"key": key, "path": env[setting][len(mount["mountPath"]) + 1:]} in items, setting
+        if not files:
+            assert not [v for v in spec["volumes"] if "projected" in v or "secret" in v]
+
+
+@pytest.mark.parametrize("kafka, error", [
+    ({"securityProtocol": "SASL_SSL"}, "kafka.sasl.mechanism is required"),
+    ({"securityProtocol": "SASL_PLAINTEXT", "sasl": {"mechanism": "PLAIN"}}, "kafka.sasl.existingSecret"),
+    ({"sasl": {"mechanism": "PLAIN", "existingSecret": "s"}}, "uses no SASL"),
+    ({"securityProtocol": "SASL_PLAINTEXT", "sasl": {"mechanism": "PLAIN", "existingSecret": "s"},
+      "tls": {"caSecret": "ca"}}, "uses no TLS"),
+    ({"securityProtocol": "TLS"}, "securityProtocol"),
+    ({"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "GSSAPI", "existingSecret": "s"}}, "mechanism"),
+])
+def test_a_kafka_security_that_cannot_work_is_refused_at_render_naming_the_value(kafka, error):
+    with pytest.raises(helm.HelmError, match=error):
+        render({"kafka": {"bootstrapServers": "kafka:9092", **kafka}})
 
 
 def test_operator_keys_come_from_an_existing_secret_mounted_where_the_worker_reads_them():

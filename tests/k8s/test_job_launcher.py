@@ -16,6 +16,7 @@ from tests.k8s.lifecycle import TrainerContext
 from tests.k8s.schemas_check import validate_k8s
 from triggers.cluster import KubernetesJobLauncher
 from triggers.pipeline import FAILED, RUNNING, SUCCEEDED
+from triggers.podspec import ANN_REPORTED
 
 
 @pytest.fixture
@@ -92,15 +93,17 @@ def test_failed_jobs_carry_the_kubernetes_reason_the_step_and_the_log(fake, laun
     assert seen[deadline.run_name].reason.startswith("DeadlineExceeded: Job was active longer")
 
 
-def test_reported_runs_are_never_returned_again_also_after_a_restart(fake, launcher):
+def test_a_reported_job_stays_annotated_and_is_never_returned_again_also_after_a_restart(fake, launcher):
     spec = launch_spec()
     runs = launcher()
     runs.submit(spec)
     fake.set_status(JOBS, NAMESPACE, spec.run_name, failed())
     wait_for(lambda: any(s.terminal for s in runs.poll()))
     runs.mark_reported(spec.run_name)
-    assert fake.get(JOBS, NAMESPACE, spec.run_name) is None  # acknowledged = deleted (the Role has no patch)
-    assert fake.count("DELETE", f"/jobs/{spec.run_name}") == 1
+    job = fake.get(JOBS, NAMESPACE, spec.run_name)  # still there for `kubectl logs`, until its TTL
+    assert job["metadata"]["annotations"][ANN_REPORTED].endswith("Z")
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+    assert fake.count("PATCH", f"/jobs/{spec.run_name}") == 1 and fake.count("DELETE", "/jobs") == 0
     restarted = launcher()
     assert restarted.wait_synced()
     assert restarted.poll() == [] and runs.poll() == []
@@ -176,33 +179,35 @@ def test_the_trainer_watcher_publishes_succeeded_and_failed_events(fake, launche
     assert failure.idempotency_key == request_key(bad)
     assert failure.reason.startswith("BackoffLimitExceeded") and "step prepare" in failure.reason
     assert failure.log_tail == ["no data"]
-    for name in (ok.run_name, bad.run_name):  # acknowledged: the Job is gone, a restart cannot report it
-        assert fake.get(JOBS, NAMESPACE, name) is None
+    for name in (ok.run_name, bad.run_name):  # acknowledged: annotated, so a restart cannot report it again
+        assert ANN_REPORTED in fake.get(JOBS, NAMESPACE, name)["metadata"]["annotations"]
     asyncio.run(trainer.watch())
     assert len(ctx.published) == 2
     assert fake.count("GET", "/pods") >= 2
 
 
-def test_a_run_being_deleted_counts_as_acknowledged(fake, launcher):
+def test_a_finished_job_removed_before_it_was_reported_is_still_reported(fake, launcher):
     spec = launch_spec()
-    launcher().submit(spec)
+    runs = launcher()
+    runs.submit(spec)
+    assert runs.wait_synced()
     fake.set_status(JOBS, NAMESPACE, spec.run_name, complete())
-    fake.patch(JOBS, NAMESPACE, spec.run_name, {"metadata": {"deletionTimestamp": "2026-01-01T10:06:00Z"}})
-    restarted = launcher()
-    assert restarted.wait_synced()
-    assert restarted.poll() == []
+    wait_for(lambda: runs.status(spec.run_name) is not None and runs.status(spec.run_name).terminal)
+    fake.delete(JOBS, NAMESPACE, spec.run_name)  # its TTL ran out (or kubectl delete) before the report
+    status = wait_for(lambda: next((s for s in runs.poll() if s.terminal), None))
+    assert status.phase == SUCCEEDED and runs.spec(spec.run_name) == spec
 
 
-def test_only_the_reporting_worker_watches_and_a_former_leader_forgets(fake, launcher):
+def test_a_run_another_worker_reported_is_dropped_by_every_watcher(fake, launcher):
     spec = launch_spec()
-    follower = launcher()
-    follower.submit(spec)
+    other = launcher()
+    other.submit(spec)
     assert fake.watch_requests() == []  # submitting alone never starts a watch
-    assert follower.wait_synced()  # a former leader: still watching, no longer polled
-    leader = launcher()
+    assert other.wait_synced()  # e.g. a former leader: still watching
+    reporter = launcher()
     fake.set_status(JOBS, NAMESPACE, spec.run_name, complete())
-    wait_for(lambda: any(s.terminal for s in leader.poll()))
-    wait_for(lambda: follower.status(spec.run_name) is not None and follower.status(spec.run_name).terminal)
-    leader.mark_reported(spec.run_name)  # reported and deleted by the leader ...
-    wait_for(lambda: follower.status(spec.run_name) is None)  # ... so the follower drops it
-    assert leader.poll() == []
+    wait_for(lambda: any(s.terminal for s in reporter.poll()))
+    wait_for(lambda: other.status(spec.run_name) is not None and other.status(spec.run_name).terminal)
+    reporter.mark_reported(spec.run_name)  # annotated by the reporter ...
+    wait_for(lambda: other.status(spec.run_name) is None)  # ... so the other watcher drops it
+    assert other.poll() == [] and reporter.poll() == []

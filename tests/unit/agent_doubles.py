@@ -30,11 +30,15 @@ class Producer:
         self.tables = list(tables)
         self.sent: list[tuple[str, bytes]] = []
         self.partitions: list[int | None] = []      # as asked for, one per send
+        self.keys: list[bytes | None] = []          # one per send
+        self.headers: list[list] = []               # one per send
         self.durable_at_send: list[dict] = []     # each table's durable state when a send went out
 
     async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
         self.sent.append((topic, value))
         self.partitions.append(partition)
+        self.keys.append(key)
+        self.headers.append(list(headers or ()))
         self.durable_at_send.append([copy.deepcopy(t.durable) for t in self.tables])
 
     async def flush(self) -> None:

@@ -61,11 +61,15 @@ def test_a_bad_flag_value_is_refused_before_anything_runs(results, capsys):
 
 def test_every_size_of_every_benchmark_is_a_keyword_of_its_run():
     """A misspelt size would otherwise surface only when `make bench` reaches that benchmark."""
-    assert list(bench_main.BENCHES) == ["trigger", "launch", "throughput", "loop", "drift", "memory"]
+    assert list(bench_main.BENCHES) == ["trigger", "launch", "throughput", "loop", "drift", "memory",
+                                        "trigger@kafka", "throughput@kafka"]
     for name, bench in bench_main.BENCHES.items():
-        assert bench.name == name
-        for quick in (False, True):
-            inspect.signature(bench.run).bind(**bench.sizes(quick))     # TypeError names the size
+        assert bench.name == name.partition("@")[0]
+        for plan in (bench_main.FULL, bench_main.QUICK):
+            inspect.signature(bench.run).bind(**plan[name].keywords)     # TypeError names the size
+    assert bench_main.FULL["trigger@kafka"].keywords["broker"] == "kafka"
+    assert bench_main.FULL["trigger"].keywords["broker"] == "embedded"
+    assert list(bench_main.ROWS)[:2] == ["trigger", "trigger@kafka"]       # each beside its Kafka run
 
 
 def test_the_dagster_figure_is_printed_as_quoted_with_its_source():

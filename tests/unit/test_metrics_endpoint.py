@@ -13,7 +13,7 @@ EXPECTED = {
     "loopline_job_duration_seconds": "histogram", "loopline_consumer_lag": "gauge",
     "loopline_dead_letters": "counter", "loopline_data_to_deployment_seconds": "histogram",
 }
-LABELS = {"agent", "type", "decision", "outcome", "command", "model", "launcher", "topic", "error", "le"}
+LABELS = {"agent", "type", "decision", "outcome", "command", "model", "launcher", "topic", "error", "stage", "le"}
 
 
 def families(metrics: Metrics) -> dict:

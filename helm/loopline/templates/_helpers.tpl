@@ -61,22 +61,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /tmp
 - name: MLFLOW_DISABLE_TELEMETRY
   value: "true"
-{{- if .Values.kafka.sasl.enabled }}
-- name: LOOPLINE_KAFKA_SECURITY_PROTOCOL
-  value: {{ .Values.kafka.sasl.securityProtocol | quote }}
-- name: LOOPLINE_KAFKA_SASL_MECHANISM
-  value: {{ .Values.kafka.sasl.mechanism | quote }}
-- name: LOOPLINE_KAFKA_SASL_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ required "kafka.sasl.existingSecret is required when kafka.sasl.enabled" .Values.kafka.sasl.existingSecret }}
-      key: {{ .Values.kafka.sasl.usernameKey }}
-- name: LOOPLINE_KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.kafka.sasl.existingSecret }}
-      key: {{ .Values.kafka.sasl.passwordKey }}
-{{- end }}
+{{- include "loopline.kafkaEnv" . }}
 {{- if .Values.mlflow.existingSecret }}
 - name: MLFLOW_TRACKING_USERNAME
   valueFrom:
@@ -88,5 +73,106 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     secretKeyRef:
       name: {{ .Values.mlflow.existingSecret }}
       key: {{ .Values.mlflow.passwordKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+Kafka security: the LOOPLINE_KAFKA_* settings streams.security reads, and its secrets as files
+in one read-only projected volume at /etc/loopline-kafka (a rotated Secret reaches the next
+client made). A combination that cannot work fails the render, naming the value to fix.
+*/}}
+{{- define "loopline.kafkaEnv" -}}
+{{- $k := .Values.kafka }}
+{{- $sasl := has $k.securityProtocol (list "SASL_PLAINTEXT" "SASL_SSL") }}
+{{- $tls := has $k.securityProtocol (list "SSL" "SASL_SSL") }}
+{{- if and $sasl (not $k.sasl.mechanism) }}
+{{- fail (printf "kafka.sasl.mechanism is required with kafka.securityProtocol=%s" $k.securityProtocol) }}
+{{- end }}
+{{- if and $sasl (not $k.sasl.existingSecret) }}
+{{- fail (printf "kafka.sasl.existingSecret (the Secret with the credentials) is required with kafka.securityProtocol=%s" $k.securityProtocol) }}
+{{- end }}
+{{- if and (not $sasl) $k.sasl.mechanism }}
+{{- fail (printf "kafka.sasl.mechanism is set but kafka.securityProtocol=%s uses no SASL (SASL_SSL or SASL_PLAINTEXT do)" $k.securityProtocol) }}
+{{- end }}
+{{- if and (not $tls) (or $k.tls.caSecret $k.tls.clientCertSecret) }}
+{{- fail (printf "kafka.tls is set but kafka.securityProtocol=%s uses no TLS (SSL or SASL_SSL do)" $k.securityProtocol) }}
+{{- end }}
+{{- if ne $k.securityProtocol "PLAINTEXT" }}
+- name: LOOPLINE_KAFKA_SECURITY_PROTOCOL
+  value: {{ $k.securityProtocol | quote }}
+{{- end }}
+{{- if $sasl }}
+- name: LOOPLINE_KAFKA_SASL_MECHANISM
+  value: {{ $k.sasl.mechanism | quote }}
+{{- if eq $k.sasl.mechanism "OAUTHBEARER" }}
+- name: LOOPLINE_KAFKA_SASL_OAUTH_TOKEN_FILE
+  value: /etc/loopline-kafka/token
+{{- else }}
+- name: LOOPLINE_KAFKA_SASL_USERNAME_FILE
+  value: /etc/loopline-kafka/username
+- name: LOOPLINE_KAFKA_SASL_PASSWORD_FILE
+  value: /etc/loopline-kafka/password
+{{- end }}
+{{- end }}
+{{- if and $tls $k.tls.caSecret }}
+- name: LOOPLINE_KAFKA_SSL_CA_FILE
+  value: /etc/loopline-kafka/ca.crt
+{{- end }}
+{{- if and $tls $k.tls.clientCertSecret }}
+- name: LOOPLINE_KAFKA_SSL_CERT_FILE
+  value: /etc/loopline-kafka/tls.crt
+- name: LOOPLINE_KAFKA_SSL_KEY_FILE
+  value: /etc/loopline-kafka/tls.key
+{{- end }}
+{{- if and $tls (not $k.tls.checkHostname) }}
+- name: LOOPLINE_KAFKA_SSL_CHECK_HOSTNAME
+  value: "false"
+{{- end }}
+{{- end }}
+
+{{- define "loopline.kafkaSecrets" -}}
+{{- $k := .Values.kafka }}
+{{- if or (has $k.securityProtocol (list "SASL_PLAINTEXT" "SASL_SSL")) $k.tls.caSecret $k.tls.clientCertSecret }}true{{ end }}
+{{- end }}
+
+{{- define "loopline.kafkaVolumeMount" -}}
+{{- if include "loopline.kafkaSecrets" . }}
+- name: kafka-secrets
+  mountPath: /etc/loopline-kafka
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "loopline.kafkaVolume" -}}
+{{- $k := .Values.kafka }}
+{{- if include "loopline.kafkaSecrets" . }}
+- name: kafka-secrets
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- if has $k.securityProtocol (list "SASL_PLAINTEXT" "SASL_SSL") }}
+      - secret:
+          name: {{ $k.sasl.existingSecret }}
+          items:
+            {{- if eq $k.sasl.mechanism "OAUTHBEARER" }}
+            - {key: {{ $k.sasl.tokenKey }}, path: token}
+            {{- else }}
+            - {key: {{ $k.sasl.usernameKey }}, path: username}
+            - {key: {{ $k.sasl.passwordKey }}, path: password}
+            {{- end }}
+      {{- end }}
+      {{- with $k.tls.caSecret }}
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $k.tls.caKey }}, path: ca.crt}
+      {{- end }}
+      {{- with $k.tls.clientCertSecret }}
+      - secret:
+          name: {{ . }}
+          items:
+            - {key: {{ $k.tls.certKey }}, path: tls.crt}
+            - {key: {{ $k.tls.keyKey }}, path: tls.key}
+      {{- end }}
 {{- end }}
 {{- end }}
