@@ -36,7 +36,8 @@ def install(app, ctx: Context, trigger, checker=None) -> dict:
         # idle fetch costs the worker and the broker CPU); a busy topic is fetched back to back.
         handler=windows, fetch_max_wait_ms=max(opts.fetch_max_wait_ms, 100),
         rebalance_timeout=opts.rebalance_timeout, session_timeout=opts.session_timeout,
-        heartbeat_interval=opts.heartbeat_interval, client_id=f"{opts.group}-metric-windows")
+        heartbeat_interval=opts.heartbeat_interval, client_id=f"{opts.group}-metric-windows",
+        config=opts.security.confluent())
 
     def raw(*names: str):
         return app.topic(*names, value_type=bytes, key_type=bytes, value_serializer="raw",

@@ -84,7 +84,7 @@ def run_tail(args, settings: Settings) -> int:
         return bool(args.type) and any(render.matches_type(t, args.type) for t in spec.accepts)
 
     names = [n for n, spec in settings.topics.all().items() if shown(spec)]
-    records = read_records(settings.broker, names)
+    records = read_records(settings.broker, names, **settings.kafka_security.kafka_python())
     internal = settings.topics.operator_verified       # the gate's copy of accepted commands
     verified = {s.event.id for s in decode_all(r for r in records if r.topic == internal)}
     rows = []
@@ -109,7 +109,8 @@ def _follow(settings: Settings, names: list[str], args) -> None:
     from streams.codec import DecodeError, decode
 
     consumer = KafkaConsumer(bootstrap_servers=settings.broker, group_id=None,
-                             enable_auto_commit=False, fetch_max_wait_ms=100)
+                             enable_auto_commit=False, fetch_max_wait_ms=100,
+                             **settings.kafka_security.kafka_python())
     try:
         existing = consumer.topics()
         tps = [tp for name in names for tp in _partitions(consumer, name, existing=existing)]
@@ -155,7 +156,7 @@ def replays_of(settings: Settings, topics: set[str]) -> dict[str, list[str]]:
     from loopline.commands.snapshot import read_records
 
     out: dict[str, list[str]] = {}
-    for record in read_records(settings.broker, sorted(topics)):
+    for record in read_records(settings.broker, sorted(topics), **settings.kafka_security.kafka_python()):
         link = record.header(REPLAY_HEADER)
         if link and link.startswith(REF_PREFIX):
             out.setdefault(link[len(REF_PREFIX):], []).append(
@@ -166,7 +167,7 @@ def replays_of(settings: Settings, topics: set[str]) -> dict[str, list[str]]:
 def run_dlq_list(args, settings: Settings) -> int:
     from loopline.commands.snapshot import read_dead_letters
 
-    letters = read_dead_letters(settings.broker, settings.topics)
+    letters = read_dead_letters(settings.broker, settings.topics, **settings.kafka_security.kafka_python())
     if args.model:
         letters = [(r, d) for r, d in letters if (r.key or b"").decode(errors="replace") == args.model]
     letters = letters[-args.lines:] if args.lines > 0 else []
@@ -212,7 +213,8 @@ def run_dlq_replay(args, settings: Settings) -> int:
 
     partition, offset = parse_ref(args.id)
     ref = f"{partition}:{offset}"
-    record = fetch(settings.broker, settings.topics.deadletter, partition, offset)
+    record = fetch(settings.broker, settings.topics.deadletter, partition, offset,
+                   **settings.kafka_security.kafka_python())
     if record is None:
         raise CliError(f"no record {ref} on {settings.topics.deadletter} (wrong id, or retention passed)")
     try:
@@ -245,7 +247,7 @@ def run_dlq_replay(args, settings: Settings) -> int:
         print(f"note: {len(value)} bytes is over LOOPLINE_MAX_EVENT_BYTES ({settings.max_event_bytes}): "
               "the worker dead-letters it again unless its limit was raised")
     # The client's own request limit (1 MB) is not ours to impose: the broker decides.
-    with Publisher(settings.broker, settings.topics,
+    with Publisher(settings.broker, settings.topics, **settings.kafka_security.kafka_python(),
                    max_request_size=max(1 << 20, len(value) + (64 << 10))) as publisher:
         try:
             meta = publisher.send_raw(letter.topic, value, key=letter.key, headers=headers).get(timeout=10)

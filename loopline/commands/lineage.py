@@ -60,7 +60,7 @@ def collect(settings: Settings, model: str, version: str, topics: bool = True) -
                             link=render.run_link(settings.tracking_uri, run.info.experiment_id, mv.run_id))
         except MlflowException:
             pass
-    events = read_events(settings.broker, settings.topics) if topics else []
+    events = read_events(settings.broker, settings.topics, **settings.kafka_security.kafka_python()) if topics else []
     return build(model, str(mv.version), dict(mv.tags), run_info, events)
 
 

@@ -49,9 +49,10 @@ def collect(settings: Settings, only: str | None = None) -> dict[str, Any]:
     if settings.config.exists():
         aliases = {name: m.alias for name, m in config.load(settings.config).items()}
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    events = read_events(settings.broker, settings.topics)
-    states = model_states(settings.broker, settings.group)
-    letters = read_dead_letters(settings.broker, settings.topics)
+    security = settings.kafka_security.kafka_python()
+    events = read_events(settings.broker, settings.topics, **security)
+    states = model_states(settings.broker, settings.group, **security)
+    letters = read_dead_letters(settings.broker, settings.topics, **security)
     names = [only] if only else sorted(set(aliases) | set(states))
     return {
         "generated_at": render.iso(time.time()), "group": settings.group,
@@ -164,7 +165,7 @@ def consumer_lag(settings: Settings) -> dict[str, dict]:
     from streams.lag import LagProbe
 
     names = [n for n, spec in settings.topics.all().items() if spec.role != "deadletter"]
-    with LagProbe(settings.broker, settings.group) as probe:
+    with LagProbe(settings.broker, settings.group, **settings.kafka_security.kafka_python()) as probe:
         measured = probe.measure(probe.partitions(names))
     out: dict[str, dict] = {}
     for item in measured:
