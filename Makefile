@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install postgres lint clean
+.PHONY: demo test bench install postgres kafka lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,14 +22,23 @@ postgres:
 	    "install the PostgreSQL server binaries (initdb, pg_ctl) by hand" >&2; exit 1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
+# Apache Kafka for the tests and the benches (devstack/kafka.py): Java and Maven where missing,
+# then the broker's jars from Maven Central, once, into .loopline/kafka (never committed).
+kafka: $(STAMP)
+	@command -v java >/dev/null && command -v mvn >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "Apache Kafka needs java and mvn on PATH" >&2; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless maven; }
+	$(BIN)/python -c "from devstack.kafka import jars; print('Apache Kafka jars:', jars())"
+
 demo: $(STAMP)
 	$(BIN)/loopline demo
 
-test: $(STAMP) postgres
+# Tests marked every_broker run on Tansu and on Apache Kafka; the rest on Tansu (tests/conftest.py).
+test: $(STAMP) postgres kafka
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile   # 2 cores: the suite mostly waits on processes
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile --broker embedded,kafka   # 2 cores: the suite mostly waits on processes
 
-bench: $(STAMP)
+bench: $(STAMP) kafka
 	$(BIN)/python -m bench
 
 clean:

@@ -21,6 +21,7 @@ bootstrap address and its `KafkaSecurity`.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -100,6 +101,14 @@ def jars(version: str = VERSION, cache: Path = CACHE) -> Path:
         raise BrokerError(reason)
     work = cache / version
     work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "w") as lock:         # two pytest workers: one fetches, one waits
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (libs / ".complete").exists():
+            _fetch(version, cache, work, libs)
+    return libs
+
+
+def _fetch(version: str, cache: Path, work: Path, libs: Path) -> None:
     (work / "pom.xml").write_text(POM.format(version=version))
     fetch = subprocess.run(
         ["mvn", "-q", "-B", f"-Dmaven.repo.local={cache / 'm2'}", "-f", str(work / "pom.xml"),
@@ -109,7 +118,6 @@ def jars(version: str = VERSION, cache: Path = CACHE) -> Path:
         raise BrokerError(f"mvn could not fetch org.apache.kafka:kafka_2.13:{version}: "
                           f"{(fetch.stdout + fetch.stderr).strip()[-800:]}")
     (libs / ".complete").touch()
-    return libs
 
 
 def unsecured_token(subject: str, lifetime: float = 3600.0) -> str:

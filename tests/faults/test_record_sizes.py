@@ -31,7 +31,7 @@ from streams.spill import read
 from tests.integration.operator_harness import ALICE, Cli, write_keys
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_broker]   # on Tansu and on Apache Kafka
 
 MODEL = "clf"
 LIMIT = 64 * 1024

@@ -13,7 +13,7 @@ from streams.codec import build
 from streams.publisher import Publisher
 from tests.integration.loop_harness import MODEL, data_event, write_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.every_broker]   # on Tansu and on Apache Kafka
 
 INPUT_ROLES = ("data", "drift", "operator", "clock", "training", "training_requests", "promotion")
 
