@@ -36,7 +36,7 @@ demo: $(STAMP)
 # Tests marked every_broker run on Tansu and on Apache Kafka; the rest on Tansu (tests/conftest.py).
 test: $(STAMP) postgres kafka
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile --broker embedded,kafka   # 2 cores: the suite mostly waits on processes
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 3 --dist loadfile --broker embedded,kafka   # 3 on 2 cores: the suite mostly waits on processes
 
 bench: $(STAMP) kafka
 	$(BIN)/python -m bench

@@ -41,6 +41,16 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1")
 
 
+def require(reason: str | None, needed_for: str) -> None:
+    """A service a test needs cannot run here (`reason`): a failure in CI, where `make test`
+    installs everything, and a skip with the reason elsewhere (a laptop without Java, say)."""
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI needs {needed_for}: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def docker_unavailable_reason() -> str | None:
     if shutil.which("docker") is None:
         return "no docker client on PATH"
@@ -73,11 +83,7 @@ def bootstrap(request, tmp_path_factory):
     elif choice == "kafka":
         from devstack import kafka
 
-        reason = kafka.unavailable()
-        if reason:
-            if in_ci():
-                pytest.fail(f"CI runs the broker tests on Apache Kafka too: {reason}", pytrace=False)
-            pytest.skip(reason)
+        require(kafka.unavailable(), "Apache Kafka for the every_broker tests")
         log = tmp_path_factory.mktemp("kafka") / "kafka.log"
         with kafka.ApacheKafka(log_path=log) as broker:
             yield broker.bootstrap

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from devstack.postgres import Postgres, unavailable_reason
+from tests.conftest import require
 
 
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL server of our own. Missing binaries fail in CI (`make test` installs them)
     and skip, with the reason, elsewhere."""
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"CI needs PostgreSQL for the MLflow-server tests: {reason}", pytrace=False)
-        pytest.skip(reason)
+    require(unavailable_reason(), "PostgreSQL for the MLflow-server tests")
     with Postgres() as server:
         yield server

@@ -46,7 +46,7 @@ from streams.probe import probe
 from streams.publisher import Publisher
 from streams.security import KafkaRefused
 from streams.topics import Topics
-from tests.conftest import in_ci
+from tests.conftest import require
 from tests.integration.loop_harness import MODEL, data_event, outcome_of, write_config
 from tests.waiting import wait_until
 
@@ -68,11 +68,7 @@ def mode_id(mode) -> str:
 
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory):
-    reason = harness.unavailable()
-    if reason:
-        if in_ci():
-            pytest.fail(f"CI runs the security tests on Apache Kafka: {reason}", pytrace=False)
-        pytest.skip(reason)
+    require(harness.unavailable(), "Apache Kafka for the security tests")
     log = tmp_path_factory.mktemp("secure-kafka") / "kafka.log"
     with harness.ApacheKafka(log_path=log, secure=True) as broker:
         # The first group lookup creates __consumer_offsets (50 partitions): wait for it once

@@ -9,6 +9,7 @@ folder), the way such an image would see it before its step logs anything.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,10 @@ print(json.dumps({"file": stepkit.job.__file__, "error": error,
 
 
 def test_the_step_sdk_installs_alone_and_imports_with_the_standard_library_only(tmp_path):
-    target = tmp_path / "site"
+    source, target = tmp_path / "stepkit", tmp_path / "site"      # a build writes beside its source
+    shutil.copytree(REPO / "stepkit", source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "stepkit")], check=True, cwd=tmp_path)
+                    "--target", str(target), str(source)], check=True, cwd=tmp_path)
     assert not (target / "streams").exists() and not (target / "loopline").exists()
 
     out = subprocess.run([sys.executable, "-S", "-c", PROBE, str(target)], cwd=tmp_path,
