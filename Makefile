@@ -33,10 +33,11 @@ kafka: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/loopline demo
 
-# Tests marked every_broker run on Tansu and on Apache Kafka; the rest on Tansu (tests/conftest.py).
+# Tests marked every_broker run on Tansu and on Apache Kafka, last_broker on Apache Kafka, the
+# rest on Tansu (tests/conftest.py; the README's Tests section lists the split).
 test: $(STAMP) postgres kafka
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -ra --durations=15 -n 3 --dist loadfile --broker embedded,kafka   # 3 on 2 cores: the suite mostly waits on processes
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile --broker embedded,kafka   # 2 cores (3 workers measured slower)
 
 bench: $(STAMP) kafka
 	$(BIN)/python -m bench

@@ -4,7 +4,8 @@
     pytest --broker kafka           Apache Kafka itself (KRaft, on this machine's Java; devstack.kafka)
     pytest --broker docker          testcontainers' Apache Kafka (skipped where Docker is absent)
     pytest --broker HOST:PORT       any running Kafka-protocol broker
-    pytest --broker embedded,kafka  tests marked `every_broker` on each; the rest on the first
+    pytest --broker embedded,kafka  tests marked `every_broker` on each, `last_broker` on the last
+                                    (Kafka), the rest on the first (Tansu)
 (or LOOPLINE_TEST_BROKER=...). The integration tests run unchanged on each. `make test` runs
 `--broker embedded,kafka`: where Java or Maven is missing, the Kafka runs skip with that reason
 outside CI and fail in CI.
@@ -28,11 +29,15 @@ def pytest_addoption(parser):
 
 
 def pytest_generate_tests(metafunc):
-    """`bootstrap` is parametrized by broker: each one for `every_broker` tests, else the first."""
+    """`bootstrap` is parametrized by broker: each one for `every_broker` tests, the last for
+    `last_broker` tests, else the first. `make test` splits the broker-bound files this way to
+    stay within its time budget: the README's Tests section says which run where."""
     if "bootstrap" not in metafunc.fixturenames:
         return
     brokers = [b.strip() for b in metafunc.config.getoption("--broker").split(",") if b.strip()]
-    if metafunc.definition.get_closest_marker("every_broker") is None:
+    if metafunc.definition.get_closest_marker("last_broker") is not None:
+        brokers = brokers[-1:]
+    elif metafunc.definition.get_closest_marker("every_broker") is None:
         brokers = brokers[:1]
     metafunc.parametrize("bootstrap", brokers, indirect=True, scope="session")
 

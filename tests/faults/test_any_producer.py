@@ -21,7 +21,7 @@ from streams.codec import build, encode, encode_headers
 from tests.faults.invariants import assert_nothing_lost_nothing_doubled, requests_by_key
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.every_broker]   # on Tansu and on Apache Kafka
+pytestmark = [pytest.mark.slow, pytest.mark.last_broker]   # make test: on Apache Kafka
 
 MODEL = "m0"
 PARTITIONS = 4

@@ -10,7 +10,7 @@ from streams import events as ev
 from streams.publisher import Publisher
 from tests.integration.loop_harness import data_event, write_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.every_broker]   # on Tansu and on Apache Kafka
+pytestmark = [pytest.mark.slow, pytest.mark.last_broker]   # make test: on Apache Kafka
 
 FAIL_FAST = [{"name": "evaluate", "command": ["python", "-c", "raise SystemExit(1)"]}]
 

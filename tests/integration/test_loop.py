@@ -17,7 +17,7 @@ from streams.codec import build
 from streams.publisher import Publisher
 from tests.integration.loop_harness import MODEL, data_event, outcome_of, write_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.every_broker]   # on Tansu and on Apache Kafka
+pytestmark = [pytest.mark.slow, pytest.mark.last_broker]   # make test: on Apache Kafka
 
 
 @pytest.fixture
