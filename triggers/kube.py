@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kubernetes import client as k8s
@@ -117,6 +118,17 @@ class KubeClient:
     def close(self) -> None:
         self.api_client.close()
 
+    def _call(self, request, what: str, absent: int | None = None) -> dict[str, Any] | None:
+        """`request(**transport options)`'s JSON; None when the API answers `absent` (404: not
+        there, 409: taken or stale), any other error as ApiError/Gone naming `what`."""
+        try:
+            resp = request(_preload_content=False, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if absent is not None and exc.status == absent:
+                return None
+            raise _error(exc, what) from None
+        return json.loads(resp.data)
+
     # --- objects ------------------------------------------------------------------
 
     def create(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> bool:
@@ -135,18 +147,12 @@ class KubeClient:
         return True
 
     def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            if res is JOBS:
-                resp = self.batch.read_namespaced_job(name, namespace, _preload_content=False,
-                                                      _request_timeout=self.timeout)
-            else:
-                resp = self.custom.get_namespaced_custom_object(res.group, res.version, namespace, res.plural, name,
-                                                                _preload_content=False, _request_timeout=self.timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _error(exc, f"get {res.kind} {namespace}/{name}") from None
-        return json.loads(resp.data)
+        if res is JOBS:
+            request = partial(self.batch.read_namespaced_job, name, namespace)
+        else:
+            request = partial(self.custom.get_namespaced_custom_object, res.group, res.version, namespace,
+                              res.plural, name)
+        return self._call(request, f"get {res.kind} {namespace}/{name}", absent=404)
 
     def list(self, res: Resource, namespace: str, selector: str) -> tuple[list[dict[str, Any]], str]:
         """(items, resourceVersion of the list)."""
@@ -163,54 +169,30 @@ class KubeClient:
 
         A `metadata.resourceVersion` in the patch makes it conditional (ApiError 409 when stale).
         """
-        try:
-            if res is JOBS:
-                resp = self.batch.patch_namespaced_job(name, namespace, dict(patch), _content_type=MERGE_PATCH,
-                                                       _preload_content=False, _request_timeout=self.timeout)
-            else:
-                resp = self.custom.patch_namespaced_custom_object(
-                    res.group, res.version, namespace, res.plural, name, dict(patch), _content_type=MERGE_PATCH,
-                    _preload_content=False, _request_timeout=self.timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _error(exc, f"patch {res.kind} {namespace}/{name}") from None
-        return json.loads(resp.data)
+        if res is JOBS:
+            request = partial(self.batch.patch_namespaced_job, name, namespace, dict(patch),
+                              _content_type=MERGE_PATCH)
+        else:
+            request = partial(self.custom.patch_namespaced_custom_object, res.group, res.version, namespace,
+                              res.plural, name, dict(patch), _content_type=MERGE_PATCH)
+        return self._call(request, f"patch {res.kind} {namespace}/{name}", absent=404)
 
     # --- leases -----------------------------------------------------------------------
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            resp = self.coordination.read_namespaced_lease(name, namespace, _preload_content=False,
-                                                           _request_timeout=self.timeout)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _error(exc, f"get Lease {namespace}/{name}") from None
-        return json.loads(resp.data)
+        return self._call(partial(self.coordination.read_namespaced_lease, name, namespace),
+                          f"get Lease {namespace}/{name}", absent=404)
 
     def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """The created Lease; None if one of that name exists (409: another candidate was first)."""
-        try:
-            resp = self.coordination.create_namespaced_lease(namespace, dict(body), _preload_content=False,
-                                                             _request_timeout=self.timeout)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise _error(exc, f"create Lease {namespace}/{body['metadata']['name']}") from None
-        return json.loads(resp.data)
+        return self._call(partial(self.coordination.create_namespaced_lease, namespace, dict(body)),
+                          f"create Lease {namespace}/{body['metadata']['name']}", absent=409)
 
     def replace_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
         """Update, conditional on body's metadata.resourceVersion; None on 409 (someone wrote since)."""
         name = body["metadata"]["name"]
-        try:
-            resp = self.coordination.replace_namespaced_lease(name, namespace, dict(body), _preload_content=False,
-                                                              _request_timeout=self.timeout)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise _error(exc, f"update Lease {namespace}/{name}") from None
-        return json.loads(resp.data)
+        return self._call(partial(self.coordination.replace_namespaced_lease, name, namespace, dict(body)),
+                          f"update Lease {namespace}/{name}", absent=409)
 
     # --- watch ----------------------------------------------------------------------
 
