@@ -129,9 +129,14 @@ def unsecured_token(subject: str, lifetime: float = 3600.0) -> str:
     return f'{part({"alg": "none"})}.{part({"sub": subject, "iat": now, "exp": now + lifetime})}.'
 
 
-def cluster_id() -> str:
-    """A KRaft cluster id: a UUID as 22 URL-safe base64 characters (what `random-uuid` prints)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+def cluster_id(draw=uuid.uuid4) -> str:
+    """A KRaft cluster id: a UUID as 22 URL-safe base64 characters (what `random-uuid` prints).
+
+    Like Kafka's own `Uuid.randomUuid`, an id starting with '-' is drawn again: one in 64 would
+    otherwise be read by kafka-storage's argument parser as an option, failing the format."""
+    while (text := base64.urlsafe_b64encode(draw().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return text
 
 
 class ApacheKafka:
@@ -215,7 +220,7 @@ class ApacheKafka:
         scram = [arg for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512") if self.ports
                  for name, password in USERS.items()
                  for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
-        fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id(),
+        fmt = subprocess.run([*java, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id()}",
                               "-c", str(config), *scram], capture_output=True, text=True)
         if fmt.returncode != 0:
             raise BrokerError(f"kafka-storage format failed: {(fmt.stdout + fmt.stderr).strip()[-800:]}")

@@ -19,7 +19,7 @@ import faust
 import pytest
 
 from agents import transport
-from devstack.kafka import unsecured_token
+from devstack.kafka import cluster_id, unsecured_token
 from devstack.tls import make_certificates
 from loopline.settings import Settings
 from streams import sasl
@@ -217,3 +217,12 @@ def test_the_cli_names_the_setting_in_one_line_and_exits_2(monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "error: LOOPLINE_KAFKA_SASL_MECHANISM: required with LOOPLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
         "(one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)"]
+
+
+def test_a_cluster_id_never_starts_with_a_dash_which_the_format_tool_reads_as_an_option():
+    import uuid
+    dashed = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # base64url of 0xF8... begins with '-'
+    draws = iter([dashed, dashed, uuid.UUID(int=1)])
+    made = cluster_id(lambda: next(draws))
+    assert not made.startswith("-") and len(made) == 22
+    assert base64.urlsafe_b64decode(made + "==") == uuid.UUID(int=1).bytes
