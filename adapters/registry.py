@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from typing import Mapping, Sequence
 
-from agents.ports import Champion
+from agents.ports import Challengers, Champion
 from stepkit.lineage import json_list, lineage_tag
 
 HISTORY_TAG = "loopline.{alias}.history"
 EVENT_TAG = "loopline.{alias}.event"
+CHALLENGER_ALIAS = "challenger"
+CHALLENGERS_TAG = "loopline.challengers"          # JSON list: every version in the live rollout
+CHALLENGERS_EVENT_TAG = "loopline.challengers.event"
 LINEAGE_LIST_LIMIT = 50                      # newest ids kept in an appended list tag
 
 
@@ -55,6 +58,30 @@ class MlflowRegistry:
                                              json.dumps(list(history)))
         self.client.set_registered_model_tag(model, EVENT_TAG.format(alias=alias), event_key)
         self.client.set_model_version_tag(model, version, f"loopline.{alias}", "true")
+
+    def challengers(self, model: str) -> Challengers:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(model).tags
+        except MlflowException:
+            return Challengers()
+        return Challengers(tuple(json_list(tags.get(CHALLENGERS_TAG))), tags.get(CHALLENGERS_EVENT_TAG))
+
+    def set_challengers(self, model: str, versions: Sequence[str], event_key: str) -> None:
+        # The alias is for people and `models:/NAME@challenger`; the tag holds every arm (a bandit
+        # may have several). Tag last: it is what `challengers` reads and what dedupes a replay.
+        if versions:
+            self.client.set_registered_model_alias(model, CHALLENGER_ALIAS, versions[-1])
+        else:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.delete_registered_model_alias(model, CHALLENGER_ALIAS)
+            except MlflowException:
+                pass                                 # already gone: a replayed end
+        self.client.set_registered_model_tag(model, CHALLENGERS_TAG, json.dumps(list(versions)))
+        self.client.set_registered_model_tag(model, CHALLENGERS_EVENT_TAG, event_key)
 
     def record_evaluation(self, model: str, version: str, passed: bool,
                           reasons: Sequence[str]) -> None:

@@ -7,7 +7,10 @@
     trainer agent   TrainingRequested → launcher.submit (returns at once) → TrainingStarted
     run watcher     launcher.poll → TrainingSucceeded / TrainingFailed
     evaluator agent TrainingSucceeded → gate → ModelEvaluated (+ ModelPromoted)
-    deployer agent  ModelPromoted, operator promote/rollback, RollbackRequested → registry alias → Deployment*
+    deployer agent  ModelPromoted, operator promote/rollback, RollbackRequested, RolloutAnalysed →
+                    registry aliases (champion, challenger) → Deployment*, RolloutStarted
+    experiments     feedback, rollouts, deployments, shadow pairs, in batches → per-arm state →
+                    analysis → RolloutAnalysed + ExperimentUpdated (agents.experiments)
     drift agent     data batches, prediction log → DriftChecker port (process pool) → DriftDetected
     metric windows  feedback, in batches (a librdkafka consumer task, agents.batch) →
                     tumbling windows → MetricReported (agents.monitoring, agents.windows)
@@ -98,9 +101,9 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
     async def evaluator_agent(stream):
         await consume(stream, evaluator.handle, owns=set())      # the trigger owns this topic
 
-    @app.agent(raw(topics.promotion, topics.operator_verified), name="deployer")
+    @app.agent(raw(topics.promotion, topics.operator_verified, topics.rollout), name="deployer")
     async def deployer_agent(stream):
-        await consume(stream, deployer.handle, owns={topics.promotion})
+        await consume(stream, deployer.handle, owns={topics.promotion, topics.rollout})
 
     @app.timer(interval=opts.poll_interval, on_leader=True)
     async def run_watcher():

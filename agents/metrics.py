@@ -27,7 +27,7 @@ log = logging.getLogger("loopline.metrics")
 DECISIONS = {
     "retrain": ("requested", "skipped", "suppressed", "duplicate"),
     "promotion": ("promoted", "rejected"),
-    "deploy": ("deployed", "rolled_back", "refused"),
+    "deploy": ("deployed", "rolled_back", "refused", "rollout_started"),
 }
 COMMANDS = ("retrain", "promote", "rollback", "pause", "resume")
 COMMAND_OUTCOMES = ("accepted", "unsigned", "unknown_key", "bad_signature", "operator_mismatch",

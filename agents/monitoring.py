@@ -3,6 +3,8 @@
     drift agent     data.arrived + prediction.logged → DriftChecker port → drift.detected
     metric windows  feedback.received, in batches (agents.batch: a librdkafka consumer in
                     the worker, not a Faust agent: ~4x an agent's rate) → metric.reported
+    experiments     feedback, rollout, deployment and shadow records, in batches (its own
+                    consumer group) → rollout.status (analyses) + experiment.state
     metric guard    metric.reported + deployment.status, inside the trigger → retrain signal
                     (reason "metric") or rollback.requested (to the deployer)
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 from agents.batch import BatchConsumer
 from agents.context import Context
 from agents.drift import DriftMonitor
+from agents.experiments import ExperimentFolder
 from agents.guard import MetricGuard, guard_table
 from agents.windows import MetricWindows
 
@@ -39,6 +42,18 @@ def install(app, ctx: Context, trigger, checker=None) -> dict:
         heartbeat_interval=opts.heartbeat_interval, client_id=f"{opts.group}-metric-windows",
         config=opts.security.confluent())
 
+    # The experiment folder: always installed (idle it costs one empty fetch per 200 ms), so a
+    # rollout an operator starts on a `direct` model still runs. Its own group: it reads all
+    # feedback again, and commits by what its published state holds (agents.experiments).
+    experiments = ExperimentFolder(ctx)
+    experiment_feed = BatchConsumer(
+        bootstrap=opts.broker, group=f"{opts.group}-experiments",
+        topics=[topics.feedback, topics.rollout, topics.deployment, topics.shadow],
+        handler=experiments, fetch_max_wait_ms=max(opts.fetch_max_wait_ms, 100),
+        rebalance_timeout=opts.rebalance_timeout, session_timeout=opts.session_timeout,
+        heartbeat_interval=opts.heartbeat_interval, client_id=f"{opts.group}-experiments",
+        config=opts.security.confluent())
+
     def raw(*names: str):
         return app.topic(*names, value_type=bytes, key_type=bytes, value_serializer="raw",
                          key_serializer="raw")
@@ -51,15 +66,21 @@ def install(app, ctx: Context, trigger, checker=None) -> dict:
     async def metric_windows():         # always: it owns the topic (dead-letters what is bad)
         await feedback.run()
 
+    @app.task
+    async def experiment_folder():       # idle calls (empty batches) drive its timed analyses
+        await experiment_feed.run()
+
     @app.page(PAGE)
     async def monitoring_page(web, request):
-        return web.json(status(trigger, guard, monitor, windows))
+        return web.json(status(trigger, guard, monitor, windows, experiments))
 
-    return {"guard": guard, "drift": monitor, "windows": windows}
+    return {"guard": guard, "drift": monitor, "windows": windows, "experiments": experiments}
 
 
-def status(trigger, guard: MetricGuard, monitor: DriftMonitor, windows: MetricWindows) -> dict:
+def status(trigger, guard: MetricGuard, monitor: DriftMonitor, windows: MetricWindows,
+           experiments: ExperimentFolder | None = None) -> dict:
     out = {}
+    folded = experiments.snapshot() if experiments is not None else {}
     for name in trigger.ctx.models:
         state = trigger.state(name)
         guard_state = guard.state(name).to_dict()
@@ -72,5 +93,6 @@ def status(trigger, guard: MetricGuard, monitor: DriftMonitor, windows: MetricWi
             "drift": dict(monitor.stats[name]),
             "prediction_buffers": {v: len(b.rows) for (m, v), b in monitor.buffers.items() if m == name},
             "late_feedback": windows.late,
+            "experiment": folded.get(name),          # on this worker's partitions only
         }
     return out

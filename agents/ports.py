@@ -30,6 +30,12 @@ class Champion:
     last_event: str | None = None       # key of the event that last moved it (dedupes redelivery)
 
 
+@dataclass(frozen=True)
+class Challengers:
+    versions: tuple[str, ...] = ()      # in a live rollout against the champion, oldest first
+    last_event: str | None = None       # key of the event that set them (dedupes redelivery)
+
+
 class Registry(Protocol):
     """Blocking calls: the agents run them in a thread, never on the event loop."""
 
@@ -40,6 +46,12 @@ class Registry(Protocol):
 
     def record_evaluation(self, model: str, version: str, passed: bool,
                           reasons: Sequence[str]) -> None: ...
+
+    def challengers(self, model: str) -> Challengers: ...
+
+    def set_challengers(self, model: str, versions: Sequence[str], event_key: str) -> None:
+        """The versions in a live rollout (the `challenger` alias names the newest); () ends it."""
+        ...
 
     def record_lineage(self, model: str, version: str, ids: Mapping[str, str],
                        append: Mapping[str, str] | None = None) -> None:

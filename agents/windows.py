@@ -57,6 +57,7 @@ class _Feedback(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     label: _Value
     prediction: _Value | None = None
     predicted_at: float | None = None
+    experiment: str | None = None          # the rollout that routed it (agents.experiments)
     schema_version: Literal[1] = 1
 
 

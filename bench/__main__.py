@@ -1,12 +1,13 @@
 """`python -m bench` (`make bench`): every benchmark in turn, one summary table at the end.
 
-    python -m bench [--quick] [--only trigger,trigger@kafka,launch,throughput,throughput@kafka,loop,drift,memory]
+    python -m bench [--quick]
+                    [--only trigger,trigger@kafka,launch,throughput,throughput@kafka,loop,drift,memory,serving]
 
 Each benchmark prints its own table and writes its JSON to bench/results/ (`<name>-latest.json`
 and a timestamped copy); the summary (goal, measured, bare baseline, ratio, holds) goes to
 bench/results/summary-latest.json with the machine it ran on. `--quick` runs every benchmark on
 a small size (what the test suite does): the numbers are then not worth quoting.
-A full run takes about five minutes on 2 cores.
+A full run takes about five minutes on 2 cores (serving: half a minute more).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import traceback
 from functools import partial
 from typing import Any, Callable
 
-from bench import common, drift, launch, loop, memory, throughput, trigger
+from bench import common, drift, launch, loop, memory, serving, throughput, trigger
 
 def _on(name: str) -> dict[str, str]:
     """`trigger@kafka` runs the trigger bench on Apache Kafka; a bare name on its default broker."""
@@ -25,7 +26,7 @@ def _on(name: str) -> dict[str, str]:
 
 
 BENCHES = {bench.name: bench for bench in (trigger.BENCH, launch.BENCH, throughput.BENCH, loop.BENCH,
-                                           drift.BENCH, memory.BENCH)}
+                                           drift.BENCH, memory.BENCH, serving.BENCH)}
 ON_KAFKA = ("trigger", "throughput")      # the bus-bound paths, measured on Apache Kafka too
 BENCHES.update({f"{name}@kafka": BENCHES[name] for name in ON_KAFKA})
 FULL = {name: partial(bench.run, **{**bench.sizes(), **_on(name)}) for name, bench in BENCHES.items()}
@@ -63,6 +64,18 @@ def _drift(r: dict) -> dict[str, Any]:
             "ratio": f"{mon['median_s'] / alone['median_s']:.2f}x", "note": f"same verdict: {r['same_verdict']}"}
 
 
+def _serving(r: dict) -> dict[str, Any]:
+    high = {x["server"]: x for x in r["runs"] if x["concurrency"] == serving.HIGH}
+    one = next(x for x in r["runs"] if x["server"] == "loopline" and x["concurrency"] == 1)
+    routing = r["routing"]["overhead_p50_ms"]
+    return {"measured": f"{high['loopline']['per_second']:,.0f}/s at c={serving.HIGH}; "
+                        f"c=1 p99 {one['p99_ms']:.1f} ms",
+            "baseline": f"mlflow models serve {high['mlflow']['per_second']:,.0f}/s",
+            "ratio": f"{r['ratios']['rps_c32']}x",
+            "note": f"routing (bandit - direct) p50 {'not measured' if routing is None else f'{routing:+.2f} ms'}; "
+                    f"goals met: {', '.join(k for k, v in r['goals_met'].items() if v) or 'none'}"}
+
+
 def _memory(r: dict) -> dict[str, Any]:
     return {"measured": f"{r['idle_mb']:.0f} MB idle", "note": f"peak under load {r['load_peak_mb']:.0f} MB"}
 
@@ -88,6 +101,9 @@ ROWS: dict[str, tuple[str, Callable[[dict], dict[str, Any]]]] = _with_kafka_rows
     "loop": (f"data event → promoted model answers, minus the step, <= {loop.GOAL_SECONDS:g} s", _loop),
     "drift": ("drift check time (no goal set)", _drift),
     "memory": (f"worker RSS idle <= {memory.GOAL_IDLE_MB:g} MB", _memory),
+    "serving": (f"one-row predictions >= {serving.GOAL_RPS_RATIO:g}x mlflow models serve's requests/s at "
+                f"c={serving.HIGH}, p99 <= {serving.GOAL_P99_C1_MS:g} ms at c=1, routing <= "
+                f"{serving.GOAL_ROUTING_P50_MS:g} ms p50", _serving),
 })
 
 

@@ -78,19 +78,23 @@ class LocalStack:
     """`with LocalStack(state_dir, config) as stack:` — everything up, `stack.observer` watching."""
 
     def __init__(self, state_dir: Path, config: Path, *, bootstrap: str | None = None,
-                 prefix: str = "loopline", partitions: int = 4, serving: bool = False,
+                 prefix: str = "loopline", partitions: int = 4, serving: bool | int = False,
                  mlflow_uri: str = "", extra_env: dict | None = None,
                  observe: tuple[str, ...] | None = None, security: KafkaSecurity | None = None):
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config, self.bootstrap, self.prefix = Path(config).resolve(), bootstrap, prefix
-        self.partitions, self.with_serving, self.mlflow_uri = partitions, serving, mlflow_uri
+        # serving: True or a count of replicas (`loopline serve` processes, each on its own port)
+        self.partitions, self.mlflow_uri = partitions, mlflow_uri
+        self.with_serving = int(serving)
         self.extra_env = extra_env or {}
         self.observe = observe          # topic roles the observer reads (None: all; "clock" always)
         self.security = security or KafkaSecurity()     # how every process here talks to Kafka
         self._stack = ExitStack()
-        self.serve_port = free_port()
+        self.serve_ports = [free_port() for _ in range(max(self.with_serving, 1))]
+        self.serve_port = self.serve_ports[0]           # the first replica (one-replica stacks)
         self.worker: Process | None = None
+        self.servings: list[Process] = []
         self.serving: Process | None = None
 
     def __enter__(self) -> "LocalStack":
@@ -120,8 +124,10 @@ class LocalStack:
                                                            roles=roles, **self.security.kafka_python()))
         self.worker = self.start_worker()
         self.wait_ready()
-        if self.with_serving:
-            self.serving = self._process("serving", ["serve", "--port", str(self.serve_port)])
+        for index in range(self.with_serving):
+            name = "serving" if index == 0 else f"serving-{index + 1}"
+            self.servings.append(self._process(name, ["serve", "--port", str(self.serve_ports[index])]))
+        self.serving = self.servings[0] if self.servings else None
 
     def env(self, **extra: str) -> dict[str, str]:
         s = self.settings

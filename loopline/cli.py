@@ -38,9 +38,15 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("worker", help="run the Faust worker against LOOPLINE_BROKER")
 
-    serve = sub.add_parser("serve", help="the serving endpoint (models:/NAME@champion)")
+    serve = sub.add_parser("serve", help="a serving replica: each model's alias, experiments, feedback "
+                                         "(batching and key: LOOPLINE_SERVING_*)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--max-batch-rows", type=int, default=None,
+                       help="rows per micro-batch, 0: off (default: LOOPLINE_SERVING_MAX_BATCH_ROWS, 64)")
+    serve.add_argument("--max-batch-wait-ms", type=float, default=None,
+                       help="a batch's window after its first request, 0: off "
+                            "(default: LOOPLINE_SERVING_MAX_BATCH_WAIT_MS, 2)")
 
     sub.add_parser("topics", help="create every topic (idempotent) and print them")
 
@@ -108,13 +114,28 @@ def _reads_the_bus(args) -> bool:
 
 def _serve(args, settings: Settings) -> int:
     from loopline import config
-    from serving.server import serve
+    from serving.ids import load_key
+    from serving.server import key_path, serve
+    from serving.store import Batching
 
+    models = {name: model.alias for name, model in config.load(settings.config).items()}
+    try:
+        key = load_key(*key_path(settings.serving_key_file, settings.state_dir))
+    except ValueError as exc:
+        raise CliError(f"{exc} (LOOPLINE_SERVING_KEY_FILE)") from None
     # Kafka may come later (the clients wait for it), but a refused password will not change.
     probe(settings.broker, security=settings.kafka_security)
-    serve(settings.tracking_uri, settings.broker, settings.topics,
-          list(config.load(settings.config)), args.host, args.port, security=settings.kafka_security)
+    serve(settings.tracking_uri, settings.broker, settings.topics, models, args.host, args.port, key=key,
+          batching=Batching(_given(args.max_batch_rows, settings.serving_max_batch_rows),
+                            _given(args.max_batch_wait_ms, settings.serving_max_batch_wait_ms)),
+          security=settings.kafka_security)
     return 0
+
+
+def _given(flag, setting):
+    if flag is not None and flag < 0:
+        raise CliError(f"a batch limit cannot be negative (got {flag})")
+    return setting if flag is None else flag
 
 
 def _topics(settings: Settings) -> int:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.policies import DriftPolicy, Gate, MetricPolicy, RetrainPolicy
 from agents.policy.metric import METRICS
+from agents.policy.rollout import RolloutPolicy
 from loopline.kube_config import KubernetesConfig, pipeline_problems
 from adapters.drift import METHODS as DRIFT_METHODS
 from triggers.pipeline import Pipeline, PipelineError, Step
@@ -70,6 +71,40 @@ class GateConfig(_Strict):
 
 class DeployConfig(_Strict):
     alias: str = "champion"
+
+
+class RolloutConfig(_Strict):
+    """How a candidate that passed the gate reaches traffic (agents.policy.rollout)."""
+    strategy: Literal["direct", "canary", "ab", "shadow", "bandit"] = "direct"
+    steps: list[float] = Field([0.05, 0.25, 0.5, 1.0], min_length=1)
+    min_step_seconds: float = Field(60.0, ge=0)
+    min_samples: int = Field(100, ge=1)
+    max_step_seconds: float = Field(3600.0, gt=0)
+    split: float = Field(0.5, gt=0, lt=1)
+    duration_seconds: float | None = Field(None, gt=0)
+    sample_size: int | None = Field(None, ge=1)
+    unit_key: str | None = Field(None, min_length=1)
+    algorithm: Literal["thompson", "epsilon_greedy", "ucb1"] = "thompson"
+    epsilon: float = Field(0.1, ge=0, le=1)
+    reward: Literal["bernoulli", "gaussian"] | None = None   # default: from the online metric
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    tolerance: float = Field(0.0, ge=0)
+    auto_promote: bool = True
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[float]) -> list[float]:
+        if any(not 0 < w <= 1 for w in value) or value != sorted(set(value)) or value[-1] != 1.0:
+            raise ValueError("canary steps are shares of traffic in (0, 1], rising, ending at 1.0 "
+                             f"(got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _ab_ends(self):
+        if self.strategy in ("ab", "shadow") and self.duration_seconds is None and self.sample_size is None:
+            raise ValueError(f"strategy {self.strategy!r} needs duration_seconds or sample_size "
+                             "(when to analyse)")
+        return self
 
 
 class DriftConfig(_Strict):
@@ -144,6 +179,7 @@ class ModelConfig(_Strict):
     retrain: RetrainConfig = RetrainConfig()
     gate: GateConfig = GateConfig()
     deploy: DeployConfig = DeployConfig()
+    rollout: RolloutConfig = RolloutConfig()
     params: dict[str, str] = {}              # passed to every step as LOOPLINE_PARAM_<NAME>
     drift: DriftConfig | None = None
     metrics: MetricsConfig | None = None
@@ -180,6 +216,15 @@ class Model:
         self.params = dict(cfg.params)
         self.drift = cfg.drift.policy() if cfg.drift is not None else None
         self.metrics = MetricPolicy(**cfg.metrics.model_dump()) if cfg.metrics is not None else None
+        self.rollout = _rollout_policy(cfg)
+
+
+def _rollout_policy(cfg: ModelConfig) -> RolloutPolicy:
+    """0/1 online metrics (accuracy, error_rate) are Bernoulli rewards; mae and mse Gaussian."""
+    rollout = cfg.rollout.model_dump(exclude={"reward", "steps"})
+    metric = cfg.metrics.metric if cfg.metrics is not None else "accuracy"
+    reward = cfg.rollout.reward or ("bernoulli" if metric in ("accuracy", "error_rate") else "gaussian")
+    return RolloutPolicy(**rollout, steps=tuple(cfg.rollout.steps), reward=reward)
 
 
 def load(path: str | Path) -> dict[str, Model]:
@@ -205,6 +250,10 @@ def parse(raw, path: Path) -> dict[str, Model]:
         if model_cfg.gate.from_step not in {s.name for s in model_cfg.pipeline.steps}:
             raise ConfigError(f"{path}: models[{index}].gate.from_step: no step named "
                               f"{model_cfg.gate.from_step!r} in the pipeline")
+        if model_cfg.rollout.strategy != "direct" and model_cfg.metrics is None:
+            raise ConfigError(f"{path}: models[{index}].rollout.strategy: {model_cfg.rollout.strategy!r} "
+                              "is decided by online feedback: add a 'metrics' section (the online "
+                              "metric each arm is scored by)")
         for key, problem in pipeline_problems(model_cfg.pipeline):
             raise ConfigError(f"{path}: models[{index}].pipeline.{key}: {problem}")
         try:

@@ -71,6 +71,13 @@ class Settings(BaseSettings):
     broker_wait_seconds: float = Field(60.0, gt=0)   # at start-up: give up (exit 3) after this
     broker_lost_seconds: float = Field(120.0, gt=0)  # running: exit 3 when Kafka is gone this long
     web_bind: str = "127.0.0.1"                 # 0.0.0.0 in a pod: the kubelet probes /livez, /readyz
+    # Serving (`loopline serve`): the prediction-id signing key, shared by every replica (a mounted
+    # Secret); unset: <state_dir>/serving.key, created once (0600), so local replicas share it.
+    serving_key_file: Path | None = None
+    # Micro-batching per model version: a batch closes at this many rows or this long after its
+    # first request; 0 for either turns batching off (each request predicted alone).
+    serving_max_batch_rows: int = Field(64, ge=0)
+    serving_max_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _kafka_security_works(self) -> "Settings":

@@ -1,184 +1,118 @@
-"""A small local serving endpoint: `models:/NAME@champion`, reloaded on deployment events.
+"""`loopline serve`: one serving replica, wired together and run until SIGTERM.
 
-It loads the champion of every configured model at start, then follows the deployment topic
-and swaps in the exact version each Deployment event names (the version, not the alias, so two
-quick deployments cannot race it into serving a stale model). Every answer says which version
-produced it, which is how the demo and the tests see a promotion land.
+Why aiohttp: it is already installed (faust-streaming depends on it), so the serving image
+needs no new dependency; it is a well-kept, widely used asyncio HTTP server whose request
+handling costs less per request than an ASGI stack (no framework layer between the socket and
+the handler), which matters for one-row predictions. uvloop is used when it is installed.
 
-    GET  /healthz                      -> {"ok": true}
-    GET  /models                       -> {"NAME": {"version": "3", "loaded_at": ...}}
-    POST /models/NAME/predict          {"rows": [{"f0": 1.0, ...}, ...]}
-                                       -> {"version", "predictions", "prediction_ids"}
-    POST /models/NAME/feedback         {"prediction_id": "...", "label": 1}
-                                       or {"feedback": [{"prediction_id", "label"}, ...]} -> 202
-
-Predictions and feedback are published to the prediction and feedback topics
-(`serving.predlog`) for the drift monitor and the online metric windows.
+Start order, and why: the HTTP port opens first (/livez answers, /readyz says what is missing);
+the bus follower positions itself on the deployment topic's end *before* the registry is asked
+for each champion, so no deployment can fall in between; it then reads the experiment states
+back and follows both topics (serving.bus). Models load in threads (serving.store); predictions
+are micro-batched per version (serving.batcher); ids are signed (serving.ids).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+import signal
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
-from streams.codec import DecodeError, decode
-from streams.events import DeploymentDone, DeploymentRolledBack
+from serving.bus import READ_BACK_SECONDS, Follower
+from serving.metrics import ServingMetrics
+from serving.predlog import PredictionLog
+from serving.store import Batching, ModelStore
 from streams.security import KafkaSecurity
 from streams.topics import Topics
 
 log = logging.getLogger("loopline.serving")
-MAX_BODY = 10_000_000
 
 
-class ModelStore:
-    """The loaded models, swapped atomically under a lock."""
+def mlflow_registry(tracking_uri: str):
+    """(loader, resolver) over MLflow: a pyfunc of any flavour by exact version; the version an
+    alias names, None when the model or the alias does not exist (yet)."""
+    state: dict = {}
 
-    def __init__(self, tracking_uri: str, alias: str = "champion"):
-        import mlflow
+    def client():
+        if "client" not in state:           # import MLflow in the loading thread, not at start
+            import mlflow
 
-        self.mlflow = mlflow
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        self.alias = alias
-        self.lock = threading.Lock()
-        self.models: dict[str, dict] = {}
+            mlflow.set_tracking_uri(tracking_uri)
+            mlflow.set_registry_uri(tracking_uri)
+            state["mlflow"], state["client"] = mlflow, mlflow.MlflowClient(tracking_uri, tracking_uri)
+        return state["client"]
 
-    def load(self, name: str, version: str | None = None) -> bool:
-        uri = f"models:/{name}/{version}" if version else f"models:/{name}@{self.alias}"
+    def loader(name: str, version: str):
+        client()
+        return state["mlflow"].pyfunc.load_model(f"models:/{name}/{version}")
+
+    def resolver(name: str, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
         try:
-            model = self.mlflow.pyfunc.load_model(uri)
-            if version is None:
-                version = self.mlflow.MlflowClient().get_model_version_by_alias(name, self.alias).version
-        except Exception as exc:  # noqa: BLE001 - no champion yet is normal; say why and go on
-            log.info("serving: %s not loaded from %s: %s", name, uri, str(exc).splitlines()[0])
-            return False
-        with self.lock:
-            self.models[name] = {"model": model, "version": str(version), "loaded_at": time.time()}
-        log.info("serving: %s v%s loaded", name, version)
-        return True
+            return str(client().get_model_version_by_alias(name, alias).version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None                 # no such model or alias: nothing to serve yet
+            raise
 
-    def predict(self, name: str, rows: list[dict]) -> tuple[str, list]:
-        import pandas as pd
-
-        with self.lock:
-            entry = self.models.get(name)
-        if entry is None:
-            raise KeyError(name)
-        predictions = entry["model"].predict(pd.DataFrame(rows))
-        return entry["version"], [p.item() if hasattr(p, "item") else p for p in predictions]
-
-    def describe(self) -> dict:
-        with self.lock:
-            return {n: {"version": e["version"], "loaded_at": e["loaded_at"]} for n, e in self.models.items()}
+    return loader, resolver
 
 
-def follow_deployments(store: ModelStore, bootstrap: str, topics: Topics, stop: threading.Event,
-                       **config) -> None:
-    """Reload a model whenever a deployment event names a new version for it."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(topics.deployment, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="latest", fetch_max_wait_ms=50, **config)
+def serve(tracking_uri: str, bootstrap: str, topics: Topics, models: dict[str, str] | list[str],
+          host: str = "127.0.0.1", port: int = 8080, *, key: bytes, batching: Batching = Batching(),
+          security: KafkaSecurity | None = None, read_back_seconds: float = READ_BACK_SECONDS) -> None:
+    """Serve `models` ({name: alias}; a list means alias `champion` for each) until SIGTERM/SIGINT."""
+    aliases = models if isinstance(models, dict) else {name: "champion" for name in models}
     try:
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    try:
-                        data = decode(record.value, record.headers).data
-                    except DecodeError:
-                        continue
-                    if isinstance(data, (DeploymentDone, DeploymentRolledBack)):
-                        store.load(decode(record.value, record.headers).event.subject, data.version)
-    finally:
-        consumer.close()
+        import uvloop
+    except ImportError:
+        uvloop = None
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    runner(_serve(tracking_uri, bootstrap, topics, aliases, host, port, key, batching,
+                  security or KafkaSecurity(), read_back_seconds))
 
 
-def make_handler(store: ModelStore, plog=None):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt, *args):  # quiet: the demo's screen is for the loop
-            log.debug(fmt, *args)
+async def _serve(tracking_uri, bootstrap, topics, aliases, host, port, key, batching, security,
+                 read_back_seconds) -> None:
+    from aiohttp import web
 
-        def _send(self, status: int, body: dict) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    from serving.app import make_app
 
-        def do_GET(self):
-            if self.path == "/healthz":
-                return self._send(200, {"ok": True})
-            if self.path == "/models":
-                return self._send(200, store.describe())
-            return self._send(404, {"error": f"no route {self.path}"})
+    loop = asyncio.get_running_loop()
+    metrics = ServingMetrics()
+    loader, resolver = mlflow_registry(tracking_uri)
+    store = ModelStore(aliases, loader=loader, resolver=resolver, batching=batching, metrics=metrics)
+    plog = await asyncio.to_thread(PredictionLog, bootstrap, topics, **security.kafka_python())
+    runner = web.AppRunner(make_app(store, plog, key, metrics), access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving %s on http://%s:%d (batches of up to %d rows / %.1f ms)",
+             ", ".join(f"{n}@{a}" for n, a in aliases.items()), host, port, batching.max_rows,
+             batching.max_wait_ms)
 
-        def do_POST(self):
-            parts = self.path.strip("/").split("/")
-            if len(parts) != 3 or parts[0] != "models" or parts[2] not in ("predict", "feedback"):
-                return self._send(404, {"error": f"no route {self.path}"})
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                return self._send(413, {"error": f"body over {MAX_BODY} bytes"})
-            if parts[2] == "feedback":
-                return self._feedback(parts[1], length)
-            try:
-                rows = json.loads(self.rfile.read(length))["rows"]
-                if not isinstance(rows, list):
-                    raise ValueError("'rows' must be a list of objects")
-                version, predictions = store.predict(parts[1], rows)
-            except KeyError:
-                return self._send(404, {"error": f"model {parts[1]!r} has no champion loaded"})
-            except (ValueError, TypeError) as exc:
-                return self._send(400, {"error": f"bad request: {exc}"})
-            except Exception as exc:  # noqa: BLE001 - a model that fails on this input
-                return self._send(422, {"error": f"prediction failed: {exc}"})
-            answer = {"model": parts[1], "version": version, "predictions": predictions}
-            if plog is not None:
-                answer["prediction_ids"] = plog.log(parts[1], version, rows, predictions)
-            return self._send(200, answer)
-
-        def _feedback(self, model: str, length: int):
-            if plog is None:
-                return self._send(404, {"error": "feedback is not enabled on this endpoint"})
-            try:
-                body = json.loads(self.rfile.read(length))
-                items = body["feedback"] if isinstance(body, dict) and "feedback" in body else [body]
-                if not isinstance(items, list) or not all(
-                        isinstance(i, dict) and "prediction_id" in i and "label" in i for i in items):
-                    raise ValueError("expected {'prediction_id', 'label'} or {'feedback': [...]}")
-                accepted = [plog.feedback(model, str(i["prediction_id"]), i["label"]).prediction_id
-                            for i in items]
-            except KeyError as exc:
-                return self._send(404, {"error": str(exc)})
-            except (ValueError, TypeError) as exc:
-                return self._send(400, {"error": f"bad request: {exc}"})
-            return self._send(202, {"accepted": len(accepted)})
-
-    return Handler
-
-
-def serve(tracking_uri: str, bootstrap: str, topics: Topics, models: list[str], host: str = "127.0.0.1",
-          port: int = 8080, alias: str = "champion", security: KafkaSecurity | None = None) -> None:
-    security = security or KafkaSecurity()
-    store = ModelStore(tracking_uri, alias)
+    handlers = {"following": store.start, "deployment": store.on_deployment,
+                "experiment": store.on_experiment, "caught_up": store.on_caught_up}
     stop = threading.Event()
-    follower = threading.Thread(target=follow_deployments, args=(store, bootstrap, topics, stop),
-                                kwargs=security.kafka_python(), daemon=True, name="deployments")
-    follower.start()                 # follow first, then load: no deployment falls in between
-    for name in models:
-        store.load(name)
-    from serving.predlog import PredictionLog
-
-    plog = PredictionLog(bootstrap, topics, **security.kafka_python())
-    server = ThreadingHTTPServer((host, port), make_handler(store, plog))
-    log.info("serving on http://%s:%d", host, port)
+    follower = Follower(bootstrap, topics, set(aliases), stop=stop, read_back_seconds=read_back_seconds,
+                        deliver=lambda kind, *args: loop.call_soon_threadsafe(handlers[kind], *args),
+                        **security.kafka_python())
+    follower.start()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     try:
-        server.serve_forever()
+        await stopping.wait()
+        log.info("serving: stopping")
     finally:
         stop.set()
-        server.server_close()
-        plog.close()
+        await runner.cleanup()              # in-flight requests finish first
+        await asyncio.to_thread(plog.close)
+        follower.join(3)
+
+
+def key_path(explicit: Path | None, state_dir: Path) -> tuple[Path, bool]:
+    """The signing key's file and whether it may be created (only the default one)."""
+    return (Path(explicit), False) if explicit else (Path(state_dir) / "serving.key", True)

@@ -38,7 +38,22 @@ def _describe(data: ev.EventData) -> str:
             return f"v{data.model_version} answered {_count(len(data.prediction_ids), 'row')}"
         case ev.FeedbackReceived():
             predicted = "" if data.prediction is None else f", predicted {data.prediction}"
-            return f"{data.prediction_id} on v{data.model_version}: label {data.label}{predicted}"
+            within = f" in {data.experiment}" if data.experiment else ""
+            return f"{data.prediction_id[:24]} on v{data.model_version}{within}: label {data.label}{predicted}"
+        case ev.ShadowPredicted():
+            same = sum(a == b for a, b in zip(data.champion, data.challenger))
+            return (f"v{data.challenger_version} shadowed v{data.champion_version} on "
+                    f"{_count(len(data.prediction_ids), 'row')}, {same} answered alike")
+        case ev.RolloutStarted():
+            against = f" against v{data.champion_version}" if data.champion_version else ""
+            versions = ", ".join(f"v{v}" for v in data.challenger_versions)
+            return f"{data.strategy} {data.experiment}: {versions}{against}{_because(data.reason)}"
+        case ev.ExperimentUpdated():
+            arms = ", ".join(f"v{a.version} {a.weight:.0%} n={a.n}"
+                             + (f" mean {a.reward_sum / a.n:.3f}" if a.n else "") for a in data.arms)
+            return f"{data.strategy} {data.status} step {data.step}: {arms}"
+        case ev.RolloutAnalysed():
+            return f"{data.verdict} → {data.action} (step {data.step}): {data.reason}"
         case ev.RollbackRequested():
             return f"v{data.from_version} → v{data.version}: {data.reason}"
         case ev.OperatorCommand():

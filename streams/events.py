@@ -71,13 +71,101 @@ class PredictionLogged(EventData):
 
 
 class FeedbackReceived(EventData):
-    """The true label of one logged prediction, joined with what was predicted."""
+    """The true label of one logged prediction, joined with what was predicted.
+
+    The serving replica that takes the feedback need not be the one that predicted: what the
+    join needs travels in the signed prediction id (`serving.ids`). `experiment` names the
+    rollout the prediction was routed by, so the worker credits the reward to its arm."""
     TYPE = "io.loopline.feedback.received"
     prediction_id: str = Field(min_length=1)
     model_version: str = Field(min_length=1)
     label: float | int | str | bool
     prediction: float | int | str | bool | None = None
     predicted_at: float | None = None
+    experiment: str | None = None
+
+
+class ShadowPredicted(EventData):
+    """A shadow rollout's pair: what the champion answered (the caller got it) and what the
+    challenger would have answered, for the rows of one request, scored in the background."""
+    TYPE = "io.loopline.shadow.predicted"
+    experiment: str = Field(min_length=1)
+    champion_version: str = Field(min_length=1)
+    challenger_version: str = Field(min_length=1)
+    prediction_ids: list[str] = Field(min_length=1)
+    champion: list[Any]
+    challenger: list[Any]
+
+    @model_validator(mode="after")
+    def _same_length(self):
+        if not len(self.prediction_ids) == len(self.champion) == len(self.challenger):
+            raise ValueError("prediction_ids, champion and challenger need one entry per row")
+        return self
+
+
+Strategy = Literal["canary", "ab", "shadow", "bandit"]
+
+
+class RolloutStarted(EventData):
+    """The deployer set the `challenger` alias instead of moving the champion: an experiment
+    between the champion and the challenger(s) begins, run by the model's rollout strategy."""
+    TYPE = "io.loopline.rollout.started"
+    experiment: str = Field(min_length=1)          # id: unique per rollout, stable on redelivery
+    strategy: Strategy
+    champion_version: str | None = None            # None: the first model has no champion
+    challenger_versions: list[str] = Field(min_length=1)
+    reason: str = ""
+
+
+class ArmState(BaseModel):
+    """One arm's traffic and what its feedback said so far (rewards: 0/1 or continuous)."""
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    version: str = Field(min_length=1)
+    role: Literal["champion", "challenger"]
+    weight: float = Field(ge=0, le=1)              # share of traffic (canary, ab); bandits: none
+    n: int = Field(0, ge=0)                        # rewards counted
+    reward_sum: float = 0.0
+    reward_sq: float = Field(0.0, ge=0)            # sum of squares, for the Gaussian posterior
+    step_n: int = Field(0, ge=0)                   # rewards counted in the current step
+
+
+class ExperimentUpdated(EventData):
+    """The state every serving replica routes by, folded by the worker from feedback.
+
+    Published when it changes (at most every `publish_interval`) and re-published while the
+    experiment lives (a heartbeat), so a replica that starts reads the newest one per model.
+    `offsets`: feedback partition -> next offset folded into these counts, so a worker that
+    restarts from this state skips what it already counted (exactly-once counting)."""
+    TYPE = "io.loopline.experiment.updated"
+    experiment: str = Field(min_length=1)
+    strategy: Strategy
+    status: Literal["running", "paused", "ended"]
+    arms: list[ArmState] = Field(min_length=1)
+    step: int = Field(0, ge=0)
+    started_at: float
+    step_started_at: float
+    algorithm: Literal["thompson", "epsilon_greedy", "ucb1"] | None = None   # bandits
+    reward: Literal["bernoulli", "gaussian"] = "bernoulli"
+    epsilon: float = Field(0.1, ge=0, le=1)
+    unit_key: str | None = None                    # header or row field the split hashes (ab)
+    winner: str | None = None                      # set when ended: the version traffic goes to
+    offsets: dict[str, int] = Field(default_factory=dict)
+
+
+class RolloutAnalysed(EventData):
+    """An analysis of the online metrics: what was found, with the numbers and the test used,
+    and what it does: hold, step (more traffic), promote, rollback or pause (for a person)."""
+    TYPE = "io.loopline.rollout.analysed"
+    experiment: str = Field(min_length=1)
+    step: int = Field(ge=0)
+    verdict: Literal["successful", "failed", "inconclusive", "progressing"]
+    action: Literal["step", "promote", "rollback", "pause"]
+    version: str | None = None                     # promote: the winner; rollback: the loser
+    champion_version: str | None = None
+    weight: float = Field(0.0, ge=0, le=1)          # the challenger's traffic after the action
+    test: str                                      # the test, in words
+    numbers: dict[str, float | int | None] = Field(default_factory=dict)
+    reason: str = Field(min_length=1)
 
 
 class RollbackRequested(EventData):
@@ -187,7 +275,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for cls in (
     DataArrived, DriftDetected, MetricReported, OperatorCommand, ClockTicked,
     TrainingRequested, TrainingStarted, TrainingSucceeded, TrainingFailed,
     ModelEvaluated, ModelPromoted, DeploymentDone, DeploymentRolledBack, DeploymentRefused,
-    PredictionLogged, FeedbackReceived, RollbackRequested)}
+    PredictionLogged, FeedbackReceived, RollbackRequested, ShadowPredicted,
+    RolloutStarted, ExperimentUpdated, RolloutAnalysed)}
 
 
 class DataError(ValueError):

@@ -52,6 +52,15 @@ SPECS: tuple[TopicSpec, ...] = (
     # true labels that came back for it (aggregated into metric windows).
     TopicSpec("predictions", "prediction.logged", (ev.PredictionLogged.TYPE,)),
     TopicSpec("feedback", "feedback.received", (ev.FeedbackReceived.TYPE,)),
+    # Serving experiments (agents.experiments, serving): the deployer starts a rollout and the
+    # experiment folder's analyses travel here (the deployer reads them back to promote or roll
+    # back); the folded state every serving replica routes by has its own topic, with a
+    # retention (replicas read back to the newest state per model: it is re-published while the
+    # experiment lives); shadow pairs are the third.
+    TopicSpec("rollout", "rollout.status", (ev.RolloutStarted.TYPE, ev.RolloutAnalysed.TYPE)),
+    TopicSpec("experiment", "experiment.state", (ev.ExperimentUpdated.TYPE,),
+              retention_ms=7 * 86_400_000),
+    TopicSpec("shadow", "shadow.predicted", (ev.ShadowPredicted.TYPE,)),
     TopicSpec("deadletter", "deadletter", ()),
 )
 BY_ROLE = {spec.role: spec for spec in SPECS}

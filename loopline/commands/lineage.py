@@ -128,7 +128,25 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
         "deployments": [_deployment(s, by_id) for s in deployments] + [
             {"id": i} for i in json_list(tagged("deployment_event_ids")) if i not in deployed_ids],
         "retired": [_deployment(s, by_id) for s in retired],
+        "rollouts": rollouts_of(events, version),
     }
+
+
+def rollouts_of(events: Iterable, version: str | None = None) -> list[dict[str, Any]]:
+    """Each rollout (of `version` as a challenger, or every one): its start and its analyses."""
+    started = [s for s in events if s.event.type == ev.RolloutStarted.TYPE
+               and (version is None or version in s.data.challenger_versions)]
+    out = []
+    for start in started:
+        analyses = [s for s in events if s.event.type == ev.RolloutAnalysed.TYPE
+                    and s.data.experiment == start.data.experiment]
+        out.append(_ref(start, experiment=start.data.experiment, strategy=start.data.strategy,
+                        champion_version=start.data.champion_version,
+                        challenger_versions=list(start.data.challenger_versions),
+                        analyses=[_ref(a, verdict=a.data.verdict, action=a.data.action, step=a.data.step,
+                                       weight=a.data.weight, test=a.data.test, numbers=dict(a.data.numbers),
+                                       reason=a.data.reason) for a in analyses]))
+    return out
 
 
 def _pick(candidates: list, wanted_id: str | None):
@@ -237,6 +255,11 @@ def show(chain: dict, console=None) -> None:
             node.add(escape(reason))
     promotion = chain["promotion"]
     tree.add(f"promotion {promotion['id']}" if promotion else "promotion -")
+    for rollout in chain.get("rollouts") or []:
+        node = tree.add(f"{rollout['strategy']} rollout {rollout['experiment']} against "
+                        f"v{rollout['champion_version'] or '-'} ({rollout['id']})")
+        for a in rollout["analyses"]:
+            node.add(f"step {a['step']}: {a['verdict']} → {a['action']}: {escape(a['reason'])}")
     deployments = tree.add("deployments")
     for d in chain["deployments"] or [{"id": "-"}]:
         node = deployments.add(f"{d['id']} {escape(d.get('summary', ''))}")

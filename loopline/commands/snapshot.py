@@ -28,8 +28,10 @@ REPLAY_HEADER = "loopline.replay.of"          # on a re-published record: "deadl
 # telemetry (one record per prediction or label: high volume) and the dead letters (read apart).
 # Not read as the loop's record: dead letters and telemetry (shown on request), and the re-key
 # topics, which hold copies of input events forwarded onto their model's partition (agents.rekey).
+# Telemetry and copies, not decisions: the experiment state is re-published every few seconds
+# while a rollout lives (its decisions are on the rollout topic), shadow pairs are per request.
 NOT_DECISIONS = frozenset({"deadletter", "clock", "predictions", "feedback", "inputs-rekeyed",
-                           "operator-rekeyed"})
+                           "operator-rekeyed", "experiment", "shadow"})
 
 
 @dataclass(frozen=True)

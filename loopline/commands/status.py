@@ -81,10 +81,30 @@ def model_status(name: str, alias: str, events, state, letters, client, tracking
         "last_request_at": render.iso(state.last_request_at),
         "in_flight": in_flight(client, name, state.in_flight, mine, tracking_uri),
         "last_events": last_events(mine),
+        "rollout": live_rollout(mine),
         "dead_letters": {"count": len(dead),
                          "last": {"id": dead[-1][0].ref, "reason": dead[-1][1].reason,
                                   "time": dead[-1][1].time} if dead else None},
     }
+
+
+def live_rollout(events) -> dict | None:
+    """The newest rollout, unless a promote or rollback analysis or a later deployment ended it."""
+    from loopline.commands.lineage import rollouts_of
+
+    rollouts = rollouts_of(events)
+    if not rollouts:
+        return None
+    newest = rollouts[-1]
+    began = next(s.event.timestamp for s in events if s.event.id == newest["id"])
+    ended = any(a["action"] in ("promote", "rollback") for a in newest["analyses"]) or any(
+        s.event.type in (ev.DeploymentDone.TYPE, ev.DeploymentRolledBack.TYPE)
+        and s.event.timestamp > began for s in events)
+    last = newest["analyses"][-1] if newest["analyses"] else None
+    return {"experiment": newest["experiment"], "strategy": newest["strategy"],
+            "challengers": newest["challenger_versions"], "champion": newest["champion_version"],
+            "state": "ended" if ended else ("paused" if last and last["action"] == "pause" else "running"),
+            "last_analysis": last}
 
 
 def champion_of(client, model: str, alias: str) -> tuple[str | None, list[str]]:
@@ -198,6 +218,13 @@ def show(report: dict, console=None) -> None:
         for info in m["previous"]:
             table.add_row("previous", _version_line(info))
         table.add_row("paused", "[red]yes[/]" if m["paused"] else "no")
+        rollout = m.get("rollout")
+        if rollout and rollout["state"] != "ended":
+            last = rollout["last_analysis"]
+            table.add_row("rollout", f"{rollout['strategy']} {rollout['experiment']} "
+                          f"({rollout['state']}): v{', v'.join(rollout['challengers'])} vs "
+                          f"v{rollout['champion'] or '-'}" + (
+                              f"; {last['verdict']} → {last['action']}: {escape(last['reason'])}" if last else ""))
         newest = m.get("suppressed_events") or []
         table.add_row("suppressed triggers", str(m["suppressed_triggers"]) + (
             f" (newest: {newest[-1]})" if newest else ""))

@@ -5,7 +5,15 @@ training request stored in the trigger's outbox but not published; published but
 not emptied; the run launched but not announced; the evaluation announced but not the
 promotion; the alias moved but not the deployment. After a restart the redelivered events must
 complete the cut work exactly once. What the killed worker left on the broker is read before
-the restart, so a point's own check can say what the restart did with it.
+the restart: it must show the point's side effect done and its acknowledgement not (so the
+worker died at that point, not anywhere else), and a point's own check can say what the
+restart did with it.
+
+The pipeline is the cheapest one with the contract the agents read (tests/faults/steps): `train`
+registers a constant pyfunc model as a new MLflow version, with the request's lineage tags,
+reusing it on a relaunch; `evaluate` reports the gate metric for it. What is under test is the
+worker around the run (request, launch, outcome, evaluation, promotion, alias, deployment), not
+the example classifier, which tests/integration/test_example_pipeline.py runs.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 
 from agents.trigger import OUTBOX, state_changelog
 from devstack.stack import LocalStack
@@ -29,6 +38,14 @@ from tests.integration.loop_harness import MODEL, data_event, write_config
 
 pytestmark = pytest.mark.slow
 
+# ~2 s of run (the `import mlflow` of one step) instead of the example's ~10 s of prepare, train
+# and evaluate, each importing scikit-learn, pandas and MLflow.
+STEPS = [
+    {"name": "train", "command": ["python", "-m", "tests.faults.steps.train"]},
+    {"name": "evaluate", "command": ["python", "-m", "tests.faults.steps.evaluate"], "depends": ["train"]},
+]
+LATER_ROLES = ("training", "evaluation", "promotion", "deployment")   # what follows the request
+
 
 def wait_killed(process, timeout: float = 120.0) -> None:
     process.proc.wait(timeout)
@@ -37,18 +54,55 @@ def wait_killed(process, timeout: float = 120.0) -> None:
 
 @dataclass(frozen=True)
 class Left:
-    """What a killed worker left on the broker."""
+    """What a killed worker left: on the broker, in the run directories, in the registry."""
     requests: list[CloudEvent]      # the training requests published
     stored: dict                    # the trigger's last stored value for MODEL (its outbox too)
+    published: set[str]             # types of the events published after the requests
+    runs: int                       # runs launched (run directories)
+    champion: str | None            # the version the champion alias points at
 
 
 def left_by(stack: LocalStack) -> Left:
-    topics = stack.settings.topics
-    requests = [decode(r.value, r.headers).event
-                for r in read_records(stack.bootstrap, [topics.training_requests])]
-    stored = [r.value for r in read_records(stack.bootstrap, [state_changelog(stack.settings.group)])
-              if r.key is not None and r.key.decode().strip('"') == MODEL]   # Faust's key: JSON or raw
-    return Left(requests, json.loads(stored[-1]) if stored and stored[-1] else {})
+    topics, changelog = stack.settings.topics, state_changelog(stack.settings.group)
+    later = [getattr(topics, role) for role in LATER_ROLES]
+    records = read_records(stack.bootstrap, [topics.training_requests, changelog, *later])   # one pass
+    requests = [decode(r.value, r.headers).event for r in records if r.topic == topics.training_requests]
+    stored = [r.value for r in records if r.topic == changelog
+              and r.key is not None and r.key.decode().strip('"') == MODEL]   # Faust's key: JSON or raw
+    published = {decode(r.value, r.headers).event.type for r in records if r.topic in later}
+    runs_dir = stack.state_dir / "runs"
+    runs = len([p for p in runs_dir.iterdir() if p.is_dir()]) if runs_dir.exists() else 0
+    client = mlflow.MlflowClient(stack.settings.tracking_uri, stack.settings.tracking_uri)
+    try:
+        champion = client.get_registered_model(MODEL).aliases.get("champion")
+    except MlflowException:
+        champion = None                                  # nothing registered yet
+    return Left(requests, json.loads(stored[-1]) if stored and stored[-1] else {}, published, runs,
+                None if champion is None else str(champion))
+
+
+# What the worker left at each later crash point: the side effect done, its acknowledgement not.
+# (The trigger's two points are checked by their AFTER_RESTART checks below.)
+def cut_after_the_launch(left: Left) -> None:
+    assert left.runs == 1, "the run was not launched before the crash point"
+    assert not left.published, f"published before the crash point: {left.published}"
+
+
+def cut_after_the_evaluation(left: Left) -> None:
+    assert left.published == {ev.TrainingStarted.TYPE, ev.TrainingSucceeded.TYPE, ev.ModelEvaluated.TYPE}, \
+        left.published
+    assert left.champion is None
+
+
+def cut_after_the_alias(left: Left) -> None:
+    assert left.champion == "1", "the alias had not moved at the crash point"
+    assert ev.ModelPromoted.TYPE in left.published and ev.DeploymentDone.TYPE not in left.published, \
+        left.published
+
+
+CUT = {"trainer.submitted": cut_after_the_launch,
+       "evaluator.evaluated": cut_after_the_evaluation,
+       "deployer.alias-moved": cut_after_the_alias}
 
 
 def sent_once_from_the_outbox(left: Left, observer) -> None:
@@ -86,7 +140,7 @@ AFTER_RESTART = {"trigger.outbox-flushed": sent_once_from_the_outbox,
 @pytest.mark.parametrize("point", ["trigger.outbox-flushed", "trigger.request-published",
                                    "trainer.submitted", "evaluator.evaluated", "deployer.alias-moved"])
 def test_a_crash_at_the_worst_moment_loses_nothing_and_doubles_nothing(point, tmp_path, bootstrap, prefix):
-    config = write_config(tmp_path / "loopline.yaml")
+    config = write_config(tmp_path / "loopline.yaml", steps=STEPS)
     with LocalStack(tmp_path / "state", config, bootstrap=bootstrap, prefix=prefix, partitions=2,
                     extra_env={"LOOPLINE_CRASH_AT": point}) as stack:
         arrived = data_event(0, tmp_path / "data")
@@ -94,6 +148,8 @@ def test_a_crash_at_the_worst_moment_loses_nothing_and_doubles_nothing(point, tm
             publisher.publish(arrived)
         wait_killed(stack.worker)
         left = left_by(stack)
+        if point in CUT:
+            CUT[point](left)
         stack.restart_worker(LOOPLINE_CRASH_AT="")
         done = stack.observer.wait_for(lambda o: o.of_type(ev.DeploymentDone.TYPE), 180,
                                        f"the deployment after a crash at {point}")[0]
@@ -113,3 +169,4 @@ def test_a_crash_at_the_worst_moment_loses_nothing_and_doubles_nothing(point, tm
         assert not observer.of_type(ev.DeploymentRefused.TYPE)
         if point in AFTER_RESTART:
             AFTER_RESTART[point](left, observer)
+        stack.worker.kill()     # all checked; its graceful stop (~4 s) is not what this test is about

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from bench import __main__ as bench_main
-from bench import common, launch, loop, memory, throughput, trigger
+from bench import common, launch, loop, memory, serving, throughput, trigger
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +93,38 @@ def test_memory_benchmark():
     assert 50 < result["idle_mb"] <= result["load_peak_mb"]
     assert any("drift" in name for name in result["children_idle_mb"])      # the Evidently pool
     assert result["holds"] == (result["idle_mb"] <= memory.GOAL_IDLE_MB)
+
+
+def test_serving_benchmark(capsys):
+    result = bench_main.QUICK["serving"]()
+    json.dumps(result)
+    runs = {(r["server"], r["concurrency"], r["route"]): r for r in result["runs"]}
+    assert list(runs) == [("mlflow", 32, "direct"), ("loopline", 32, "direct"), ("mlflow", 1, "direct"),
+                          ("loopline", 1, "direct"), ("loopline", 1, "bandit")]
+    for (_, concurrency, _), row in runs.items():
+        counted = result["requests"] if concurrency == serving.HIGH else result["requests_c1"]
+        well_formed_latency({k: row[k] for k in ("n", "p50_ms", "p99_ms", "max_ms", "mean_ms")}, counted)
+        assert row["errors"] == 0 and finite(row["per_second"], row["client_cpu"]) and row["per_second"] > 0
+    # The bandit's answers all carried its experiment; the direct ones none.
+    assert runs[("loopline", 1, "bandit")]["routed"] == 1.0 and runs[("loopline", 1, "direct")]["routed"] == 0.0
+    assert set(result["ratios"]) == {"rps_c32", "p50_c32", "p99_c32", "rps_c1", "p50_c1", "p99_c1"}
+    assert all(finite(value) and value > 0 for value in result["ratios"].values())
+    assert result["ratios"]["rps_c32"] == pytest.approx(
+        runs[("loopline", 32, "direct")]["per_second"] / runs[("mlflow", 32, "direct")]["per_second"], rel=1e-2)
+    routing = result["routing"]
+    assert routing["overhead_p50_ms"] == pytest.approx(
+        runs[("loopline", 1, "bandit")]["p50_ms"] - runs[("loopline", 1, "direct")]["p50_ms"], abs=1e-3)
+    assert result["goals_met"] == {   # the verdicts follow the numbers
+        "rps_ratio_c32": result["ratios"]["rps_c32"] >= serving.GOAL_RPS_RATIO,
+        "p99_c1": runs[("loopline", 1, "direct")]["p99_ms"] <= serving.GOAL_P99_C1_MS,
+        "routing_p50": routing["overhead_p50_ms"] <= serving.GOAL_ROUTING_P50_MS}
+    capsys.readouterr()
+    serving.show(result)
+    table = capsys.readouterr().out
+    assert table.count("│ loopline") == 3 and table.count("│ mlflow") == 2
+    assert table.count("goal: ") == 3 and ("not measured" not in table)
+    (row,) = bench_main.summary({"serving": result})
+    assert row["ratio"] == f"{result['ratios']['rps_c32']}x" and row["holds"] == result["holds"]
 
 
 def test_the_summary_has_one_row_per_goal_and_survives_a_failed_benchmark(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from tests.k8s.schemas_check import validate_compose
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+SERVING = ("serving-a", "serving-b")
 
 
 def readme_table() -> dict[str, dict[str, object]]:
@@ -66,7 +67,7 @@ def test_the_stack_is_what_production_runs():
     assert kafka["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert "zookeeper" not in SERVICES
     assert "postgresql" in " ".join(SERVICES["mlflow"]["command"])
-    for name in ("worker", "serving"):
+    for name in ("worker", *SERVING):
         env = SERVICES[name]["environment"]
         assert env["LOOPLINE_BROKER"] == "kafka:19092" and env["LOOPLINE_MLFLOW_URI"] == "http://mlflow:5000"
     assert SERVICES["worker"]["environment"]["LOOPLINE_WEB_BIND"] == "0.0.0.0"
@@ -101,3 +102,40 @@ def test_docker_compose_refuses_an_invalid_file(service, key, value, error):
     proc = compose_config(yaml.safe_dump(broken), "-q")
     assert proc.returncode != 0
     assert error in proc.stderr
+
+
+def test_two_serving_replicas_share_one_key_file_and_are_healthy_when_ready(monkeypatch):
+    """Prediction ids are signed by one replica and verified by the other: both must read the
+    same key, a compose secret; each is reachable on its own host port; healthy means /readyz."""
+    monkeypatch.delenv("SERVING_KEY_FILE", raising=False)
+    proc = compose_config((REPO / "docker-compose.yml").read_text(), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(proc.stdout)
+    replicas = [config["services"][name] for name in SERVING]
+    assert [name for name in config["services"] if name.startswith("serving")] == list(SERVING)
+    key_files = set()
+    for service in replicas:
+        assert service["image"] == replicas[0]["image"] and service["command"] == replicas[0]["command"]
+        port = int(service["command"][service["command"].index("--port") + 1])
+        (published,) = service["ports"]
+        assert published["target"] == port
+        path = service["environment"]["LOOPLINE_SERVING_KEY_FILE"]
+        (secret,) = [s for s in service["secrets"] if s["target"] == path]
+        key_files.add(config["secrets"][secret["source"]]["file"])
+        probe = " ".join(service["healthcheck"]["test"])
+        assert f"localhost:{port}/readyz" in probe
+        assert set(service["depends_on"]) == {"worker", "mlflow"}
+    assert len(key_files) == 1                                      # one key for every replica
+    assert len({int(s["ports"][0]["published"]) for s in replicas}) == len(SERVING)   # each reachable
+    (key_file,) = key_files
+    # The default key file sits where git ignores it: a key never lands in the repository.
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert Path(key_file).relative_to(REPO).parts[0] + "/" in ignored
+
+
+def test_the_serving_key_file_can_come_from_elsewhere(monkeypatch, tmp_path):
+    (tmp_path / "key").write_text("k" * 64)
+    monkeypatch.setenv("SERVING_KEY_FILE", str(tmp_path / "key"))
+    proc = compose_config((REPO / "docker-compose.yml").read_text(), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["secrets"]["serving_key"]["file"] == str(tmp_path / "key")

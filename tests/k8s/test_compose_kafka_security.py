@@ -39,7 +39,7 @@ def kafka_env(service: dict) -> dict[str, str]:
 
 def test_nothing_set_is_plaintext_and_valid_settings(monkeypatch, tmp_path):
     services = loaded(monkeypatch, tmp_path, {})["services"]
-    for name in ("worker", "serving"):
+    for name in ("worker", "serving-a", "serving-b"):
         env = kafka_env(services[name])
         assert env == {"LOOPLINE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
         assert Settings(**{k.removeprefix("LOOPLINE_").lower(): v for k, v in
@@ -47,7 +47,7 @@ def test_nothing_set_is_plaintext_and_valid_settings(monkeypatch, tmp_path):
                            if k.startswith("LOOPLINE_KAFKA_")}).kafka_security.protocol == "PLAINTEXT"
 
 
-@pytest.mark.parametrize("name", ["worker", "serving"])
+@pytest.mark.parametrize("name", ["worker", "serving-a", "serving-b"])
 def test_secured_the_worker_and_serving_read_their_secrets_as_files(monkeypatch, tmp_path, name):
     config = loaded(monkeypatch, tmp_path, SECURE)
     service = config["services"][name]

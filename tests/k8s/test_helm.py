@@ -6,6 +6,7 @@ The Role is checked against what the launchers really request of an API server
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import helm_python as helm
@@ -49,11 +50,17 @@ def test_chart_passes_helm_lint(values):
         assert [m for m in result["messages"] if m["severity"] >= 2] == [], result["messages"]
 
 
-@pytest.mark.parametrize("values", VALUES, ids=list(VALUES))
-def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(values):
+KINDS = ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Role",
+         "RoleBinding", "Service", "ServiceAccount"]
+
+
+@pytest.mark.parametrize("values, kinds", [
+    ("default", sorted([*KINDS, "Secret"])),    # the serving key: made by the chart
+    ("full", KINDS),                            # the serving key: an existing Secret
+], ids=list(VALUES))
+def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(values, kinds):
     docs = manifests(VALUES[values])
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert sorted(d["kind"] for d in docs) == kinds
     for doc in docs:
         validate_k8s(doc)
 
@@ -142,7 +149,7 @@ def test_the_configmap_is_a_valid_loopline_yaml_for_the_launchers(values, tmp_pa
             assert pod.image and pod.namespace
 
 
-def test_credentials_are_secret_references_and_the_chart_creates_no_secret():
+def test_credentials_are_secret_references_and_given_existing_secrets_the_chart_creates_none():
     docs = manifests(FULL)
     assert not by_kind(docs, "Secret")
     for deployment in by_kind(docs, "Deployment"):
@@ -196,7 +203,8 @@ def test_kafka_security_reaches_both_deployments_as_settings_and_mounted_secret_
             items = [item for s in sources if s["secret"]["name"] == secret for item in s["secret"]["items"]]
             assert {"key": key, "path": env[setting][len(mount["mountPath"]) + 1:]} in items, setting
         if not files:
-            assert not [v for v in spec["volumes"] if "projected" in v or "secret" in v]
+            kafka = [v for v in spec["volumes"] if "projected" in v or ("secret" in v and v["name"] != "serving-key")]
+            assert not kafka
 
 
 @pytest.mark.parametrize("kafka, error", [
@@ -238,14 +246,132 @@ def test_serving_is_a_deployment_behind_a_service():
     assert service["spec"]["selector"] == serving["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "http" and service["spec"]["type"] == "LoadBalancer"
     assert serving["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9090
-    assert len(by_kind(manifests({"serving": {"enabled": False}}), "Deployment")) == 1
+    disabled = manifests({"serving": {"enabled": False}})
+    assert len(by_kind(disabled, "Deployment")) == 1
+    assert not [d for d in disabled if d["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret")]
+
+
+def serving_objects(values: dict) -> dict[str, dict]:
+    """The serving Deployment, its pod spec and container, and the autoscaler, budget and key Secret
+    (None where not rendered); every one checked against the Kubernetes schemas."""
+    docs = manifests(values)
+    for doc in docs:
+        validate_k8s(doc)
+    deployment = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
+    pod = deployment["spec"]["template"]["spec"]
+    return {"deployment": deployment, "pod": pod, "container": pod["containers"][0],
+            "labels": deployment["spec"]["template"]["metadata"]["labels"],
+            "worker": next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-worker")),
+            **{kind: next(iter(by_kind(docs, kind)), None)
+               for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret")}}
+
+
+def test_serving_runs_two_replicas_by_default_scaled_by_an_autoscaler_that_targets_it():
+    served = serving_objects({})
+    hpa, deployment = served["HorizontalPodAutoscaler"], served["deployment"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": deployment["apiVersion"], "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert hpa["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    # Utilisation is a share of the request: without one the autoscaler cannot act.
+    assert served["container"]["resources"]["requests"]["cpu"]
+    # The autoscaler owns the count; a count in the Deployment would be reset by each upgrade.
+    assert "replicas" not in deployment["spec"]
+    fixed = serving_objects({"serving": {"autoscaling": {"enabled": False}}})
+    assert fixed["deployment"]["spec"]["replicas"] == 2 and fixed["HorizontalPodAutoscaler"] is None
+    full = serving_objects(FULL)["HorizontalPodAutoscaler"]["spec"]
+    assert (full["minReplicas"], full["maxReplicas"]) == (3, 12)
+    assert full["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+
+@pytest.mark.parametrize("values", VALUES, ids=list(VALUES))
+def test_the_disruption_budget_selects_the_serving_pods_and_only_them(values):
+    served = serving_objects(VALUES[values])
+    pdb = served["PodDisruptionBudget"]
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["minAvailable"] == 1
+    selector = pdb["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= served["labels"].items()
+    worker_labels = served["worker"]["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= worker_labels.items()
+    assert selector == served["deployment"]["spec"]["selector"]["matchLabels"]
+    # One replica: a budget of one available would block every node drain.
+    single = serving_objects({"serving": {"replicas": 1, "autoscaling": {"enabled": False}}})
+    assert single["PodDisruptionBudget"] is None
+
+
+def key_file(served: dict) -> tuple[str, dict]:
+    """The path LOOPLINE_SERVING_KEY_FILE names, and the secret volume that file comes from."""
+    container, pod = served["container"], served["pod"]
+    path = next(e["value"] for e in container["env"] if e["name"] == "LOOPLINE_SERVING_KEY_FILE")
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    secret = next(v for v in pod["volumes"] if v["name"] == mount["name"])["secret"]
+    assert [item["path"] for item in secret["items"]] == [path[len(mount["mountPath"]) + 1:]]
+    # runAsNonRoot with fsGroup: the group-readable file is readable, by nobody else
+    assert secret["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"]
+    return path, secret
+
+
+def test_every_replica_reads_the_serving_key_from_one_secret_the_chart_makes():
+    served = serving_objects({})
+    path, volume = key_file(served)
+    made = served["Secret"]
+    assert volume["secretName"] == made["metadata"]["name"]
+    assert volume["items"] == [{"key": "serving.key", "path": "serving.key"}]
+    key = base64.b64decode(made["data"]["serving.key"])
+    assert len(key) >= 32                       # an HMAC-SHA256 key of at least its output size
+    # The worker neither signs nor verifies ids: it does not get the key.
+    worker = served["worker"]["spec"]["template"]["spec"]
+    assert not [v for v in worker["volumes"] if v.get("secret", {}).get("secretName") == volume["secretName"]]
+
+
+def test_an_existing_secret_is_mounted_instead_and_the_chart_makes_none():
+    served = serving_objects(FULL)
+    path, volume = key_file(served)
+    assert served["Secret"] is None
+    assert volume["secretName"] == "loopline-serving-key"
+    assert volume["items"] == [{"key": "hmac.key", "path": path.rsplit("/", 1)[1]}]
+
+
+@pytest.mark.parametrize("values, rows, wait", [("default", "64", "2"), ("full", "128", "1.5")],
+                         ids=["default", "full"])
+def test_serving_probes_and_micro_batching_settings(values, rows, wait):
+    served = serving_objects(VALUES[values])
+    container = served["container"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["LOOPLINE_SERVING_MAX_BATCH_ROWS"], env["LOOPLINE_SERVING_MAX_BATCH_WAIT_MS"]) == (rows, wait)
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    port = next(p for p in container["ports"] if p["name"] == "http")["containerPort"]
+    assert container["command"][-2:] == ["--port", str(port)]
+    annotations = served["deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port) and annotations["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("serving, error", [
+    ({"replicas": 4, "autoscaling": {"maxReplicas": 3}}, "serving.autoscaling.maxReplicas"),
+    ({"replicas": 0}, "serving.replicas must be at least 1"),
+    ({"resources": {"requests": {"cpu": None}}}, "serving.resources.requests.cpu"),   # null: unset
+], ids=["max-below-min", "zero-with-autoscaling", "no-cpu-request"])
+def test_an_autoscaler_that_cannot_work_is_refused_at_render_naming_the_value(serving, error):
+    with pytest.raises(helm.HelmError, match=error):
+        render({"serving": serving})
 
 
 @pytest.mark.parametrize("bad", [{"worker": {"replicas": "three"}}, {"kafka": {"bootstrapServers": ""}},
                                  {"mlflow": {"trackingUri": "sqlite:///x.db"}}, {"workers": {}},
-                                 {"image": {"pullPolicy": "Sometimes"}}])
+                                 {"image": {"pullPolicy": "Sometimes"}},
+                                 {"serving": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}},
+                                 {"serving": {"batching": {"maxRows": -1}}},
+                                 {"serving": {"batching": {"maxWaitMs": 5000}}},
+                                 {"serving": {"batching": {"maxWaitMs": "2ms"}}},
+                                 {"serving": {"key": {"existingSecret": "Serving_Key"}}},
+                                 {"serving": {"autoscaling": {"minReplicas": 2}}}])
 def test_values_schema_rejects_bad_values(bad):
-    with pytest.raises(helm.HelmError):
+    with pytest.raises(helm.HelmError, match="values don't meet the specifications of the schema"):
         render(bad)
 
 

@@ -52,3 +52,20 @@ class Producer:
 def context(models, *tables: Table, group: str = "g") -> Context:
     app = SimpleNamespace(producer=Producer(*tables))
     return Context(app, AppOptions(broker="-", group=group, topics=TOPICS), models, {}, registry=None)
+
+
+class PublishedLog:
+    """A topic as the `Producer` double received it, read back the way a restore reads the
+    broker (the experiment folder's `StateReader`): the newest value per key of a partition.
+    Only sends with an explicit partition are on a partition here."""
+
+    def __init__(self, producer: Producer, topic: str):
+        self.producer, self.topic = producer, topic
+
+    def newest(self, partition: int, models: set[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for (topic, value), asked, key in zip(self.producer.sent, self.producer.partitions,
+                                              self.producer.keys):
+            if topic == self.topic and asked == partition and key is not None:
+                out[key.decode()] = value
+        return out

@@ -46,6 +46,20 @@ def test_the_repository_config_loads():
         "cycle", id="cycle"),
     pytest.param({"models": [model(pipeline={"launcher": "slurm", "steps": [
         {"name": "evaluate", "command": ["x"]}]})]}, "models[0].pipeline.launcher", id="bad launcher"),
+    pytest.param({"models": [model(rollout={"strategy": "blue-green"})]}, "models[0].rollout.strategy",
+                 id="unknown strategy"),
+    pytest.param({"models": [model(rollout={"strategy": "canary"})]},
+                 "models[0].rollout.strategy: 'canary' is decided by online feedback", id="no metrics"),
+    pytest.param({"models": [model(rollout={"strategy": "canary", "steps": [0.5, 0.25, 1.0]},
+                                   metrics={"floor": 0.5})]}, "models[0].rollout.steps", id="falling steps"),
+    pytest.param({"models": [model(rollout={"strategy": "canary", "steps": [0.1, 0.5]},
+                                   metrics={"floor": 0.5})]}, "ending at 1.0", id="steps short of 1"),
+    pytest.param({"models": [model(rollout={"strategy": "ab"}, metrics={"floor": 0.5})]},
+                 "needs duration_seconds or sample_size", id="ab without an end"),
+    pytest.param({"models": [model(rollout={"strategy": "bandit", "algorithm": "softmax"},
+                                   metrics={"floor": 0.5})]}, "models[0].rollout.algorithm", id="bad algorithm"),
+    pytest.param({"models": [model(rollout={"strategy": "ab", "split": 1.5, "sample_size": 10},
+                                   metrics={"floor": 0.5})]}, "models[0].rollout.split", id="split over 1"),
 ])
 def test_errors_name_file_key_and_expectation(tmp_path, raw, message):
     path = tmp_path / "loopline.yaml"
@@ -62,3 +76,19 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("models: [unclosed")
     with pytest.raises(config.ConfigError, match="not valid YAML"):
         config.load(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("metric, reward", [("accuracy", "bernoulli"), ("error_rate", "bernoulli"),
+                                            ("mae", "gaussian")])
+def test_a_rollout_becomes_the_policy_the_folder_and_analysis_read(tmp_path, metric, reward):
+    path = tmp_path / "loopline.yaml"
+    path.write_text(yaml.safe_dump({"models": [model(
+        rollout={"strategy": "canary", "steps": [0.1, 1.0], "min_samples": 50},
+        metrics={"metric": metric, "floor": 0.5})]}))
+    rollout = config.load(path)["clf"].rollout
+    assert (rollout.strategy, rollout.steps, rollout.min_samples, rollout.reward) == (
+        "canary", (0.1, 1.0), 50, reward)
+
+
+def test_the_default_rollout_is_direct():
+    assert config.load(REPO / "loopline.yaml")["classifier"].rollout.strategy == "direct"

@@ -35,6 +35,17 @@ SAMPLES: dict[type[ev.EventData], ev.EventData] = {s.__class__: s for s in (
     ev.DeploymentDone(version="3", previous_version="1", reason="promotion"),
     ev.DeploymentRolledBack(version="1", from_version="2", reason="manual rollback: v2 is bad"),
     ev.DeploymentRefused(version="2", reason="v2 is not newer than the champion v3"),
+    ev.ShadowPredicted(experiment="clf-v4-1a2b", champion_version="3", challenger_version="4",
+                       prediction_ids=["p1", "p2"], champion=[0, 1], challenger=[0, 0]),
+    ev.RolloutStarted(experiment="clf-v4-1a2b", strategy="canary", champion_version="3",
+                      challenger_versions=["4"], reason="v4 passed the gate"),
+    ev.ExperimentUpdated(experiment="clf-v4-1a2b", strategy="canary", status="running", step=1,
+                         started_at=0.0, step_started_at=60.0, arms=[
+                             ev.ArmState(version="3", role="champion", weight=0.75, n=300, reward_sum=270.0),
+                             ev.ArmState(version="4", role="challenger", weight=0.25, n=0)]),
+    ev.RolloutAnalysed(experiment="clf-v4-1a2b", step=1, verdict="progressing", action="step",
+                       weight=0.5, test="Bayesian P(challenger > champion)", numbers={"p_better": 0.97},
+                       reason="P(v4 better) 0.97 >= 0.95: step 2 at 50%"),
 )}
 
 

@@ -118,6 +118,28 @@ def test_the_tree_shows_the_ids():
     assert "run-abc" in text and "batch-00000" in text
 
 
+
+def test_a_versions_rollout_and_its_analyses_are_in_its_lineage():
+    e = chain_events()
+    started = build(ev.RolloutStarted(experiment="clf-v1-0a1b", strategy="canary", champion_version="0",
+                                      challenger_versions=["1"]), MODEL, source=w)
+    other = build(ev.RolloutStarted(experiment="clf-v2-9f8e", strategy="canary", champion_version="1",
+                                    challenger_versions=["2"]), MODEL, source=w)
+    verdict = build(ev.RolloutAnalysed(experiment="clf-v1-0a1b", step=1, verdict="successful", action="promote",
+                                       version="1", weight=1.0, test="Bayesian P(challenger > champion)",
+                                       numbers={"p_better": 0.99}, reason="P(v1 better) 0.99 >= 0.95"),
+                    MODEL, source=w)
+    chain = lineage.build(MODEL, "1", tags_of(e), RUN, seen([*e.values(), started, other, verdict]))
+    [rollout] = chain["rollouts"]
+    assert rollout["experiment"] == "clf-v1-0a1b" and rollout["champion_version"] == "0"
+    assert [(a["verdict"], a["action"], a["numbers"]) for a in rollout["analyses"]] == [
+        ("successful", "promote", {"p_better": 0.99})]
+    out = io.StringIO()
+    lineage.show(chain, Console(file=out, width=200, color_system=None))
+    assert "canary rollout clf-v1-0a1b against v0" in out.getvalue()
+    assert "step 1: successful → promote: P(v1 better) 0.99 >= 0.95" in out.getvalue()
+
+
 # --- the tags: written by the job and the registry adapter, read here ----------------------------
 
 class VersionTags:

@@ -150,3 +150,20 @@ def test_revoked_partitions_forget_their_windows():
     run(h, log.records(feedback(1000)))
     h.revoked([TP])
     assert run(h, [], now=2000, caught_up=True) == {} and not edge.published
+
+
+def test_feedback_of_an_experiment_takes_the_fast_path_and_is_counted():
+    """Serving tags feedback with the rollout that routed it (`experiment`): the windows count
+    it like any other, on the fast path (its strict struct knows the field), never dead-letter it."""
+    from agents.windows import _decoder
+
+    event = build(ev.FeedbackReceived(prediction_id="p", model_version="3", label=1, prediction=1,
+                                      experiment="clf-rollout-4"), "clf", source="serving")
+    doc = event.to_dict()
+    doc["time"] = at(1000)
+    value = json.dumps(doc).encode()
+    assert _decoder.decode(value).data.experiment == "clf-rollout-4"
+    h, edge = handler()
+    run(h, Offsets().records(value, feedback(1020)))
+    assert not edge.dead and h.counted == 2
+    assert [e.data["count"] for e in edge.published] == [1]

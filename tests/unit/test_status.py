@@ -65,3 +65,28 @@ def test_an_event_line_shows_its_brackets_as_written():
     out = io.StringIO()
     status.show({**REPORT, "models": {"clf": model}}, Console(file=out, width=220, color_system=None))
     assert "pause by alice: [urgent] disk full [/]" in out.getvalue()
+
+
+def rollout_events(*, end: str | None):
+    started = build(ev.RolloutStarted(experiment="clf-v4-ab12", strategy="canary", champion_version="3",
+                                      challenger_versions=["4"]), "clf", source="t")
+    step = build(ev.RolloutAnalysed(experiment="clf-v4-ab12", step=0, verdict="progressing", action="step",
+                                    weight=1.0, test="Bayesian", numbers={"p_better": 0.97},
+                                    reason="P(v4 better) 0.97"), "clf", source="t")
+    last = {"pause": ev.RolloutAnalysed(experiment="clf-v4-ab12", step=1, verdict="inconclusive",
+                                        action="pause", test="Bayesian", reason="too little feedback"),
+            "deployed": ev.DeploymentDone(version="4", previous_version="3", reason="manual promote")}
+    return seen(started, step, *([build(last[end], "clf", source="t")] if end else []))
+
+
+def test_a_live_rollout_is_shown_with_its_last_analysis_and_an_ended_one_is_not():
+    running = status.live_rollout(rollout_events(end=None))
+    assert (running["state"], running["challengers"], running["last_analysis"]["action"]) == (
+        "running", ["4"], "step")
+    assert status.live_rollout(rollout_events(end="pause"))["state"] == "paused"
+    assert status.live_rollout(rollout_events(end="deployed"))["state"] == "ended"
+    assert status.live_rollout(seen()) is None
+    out = io.StringIO()
+    model = {**REPORT["models"]["clf"], "rollout": status.live_rollout(rollout_events(end="pause"))}
+    status.show({**REPORT, "models": {"clf": model}}, Console(file=out, width=220, color_system=None))
+    assert "canary clf-v4-ab12 (paused): v4 vs v3; inconclusive → pause: too little feedback" in out.getvalue()

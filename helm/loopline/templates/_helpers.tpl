@@ -176,3 +176,8 @@ client made). A combination that cannot work fails the render, naming the value 
       {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the serving key: the one named, or the chart's own. */}}
+{{- define "loopline.servingKeySecret" -}}
+{{- default (printf "%s-serving-key" (include "loopline.fullname" .)) .Values.serving.key.existingSecret }}
+{{- end }}
