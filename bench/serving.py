@@ -66,16 +66,28 @@ def train_and_register(tracking_uri: str, artifacts: Path) -> tuple[str, list[di
     frame = data.batch(0, rows=2000)
     x, y = frame.drop(columns=[LABEL]), frame[LABEL]
     model = fit(x, y, epochs=5, alpha=1e-4, seed=0, on_epoch=lambda epoch, metrics: None)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    experiment = mlflow.create_experiment("bench-serving", artifact_location=artifacts.as_uri())
-    example = x.head(5)
-    with mlflow.start_run(experiment_id=experiment):
-        mlflow.sklearn.log_model(
-            sk_model=model, name="model", signature=infer_signature(example, model.predict(example)),
-            input_example=example, serialization_format="skops", registered_model_name=MODEL,
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
-    client = mlflow.MlflowClient()
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to every process started later
+    # (the smoke test runs inside the test session): put the environment back afterwards.
+    exported = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        experiment = mlflow.create_experiment("bench-serving", artifact_location=artifacts.as_uri())
+        example = x.head(5)
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.sklearn.log_model(
+                sk_model=model, name="model", signature=infer_signature(example, model.predict(example)),
+                input_example=example, serialization_format="skops", registered_model_name=MODEL,
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
+    finally:
+        mlflow.set_tracking_uri(exported["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(exported["MLFLOW_REGISTRY_URI"])
+        for name, value in exported.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     version = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
     client.set_registered_model_alias(MODEL, "champion", str(version))
     rows = [{k: float(v) for k, v in row.items()} for row in data.batch(1, rows=ROWS)

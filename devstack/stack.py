@@ -135,6 +135,9 @@ class LocalStack:
                 "LOOPLINE_CONFIG": str(s.config), "LOOPLINE_TOPIC_PREFIX": s.topic_prefix,
                 "LOOPLINE_PARTITIONS": str(s.partitions), "LOOPLINE_GROUP": s.group,
                 "LOOPLINE_MLFLOW_URI": s.mlflow_uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+                # This stack's store, whatever the calling process exported (mlflow.set_tracking_uri
+                # writes MLFLOW_TRACKING_URI into os.environ, and every step would inherit it).
+                "MLFLOW_TRACKING_URI": s.tracking_uri, "MLFLOW_REGISTRY_URI": s.tracking_uri,
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                 **self.security.env(), **self.extra_env, **extra}
 

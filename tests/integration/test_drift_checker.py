@@ -4,6 +4,7 @@ per version, no drift on the training distribution, drift and an HTML report on 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -37,7 +38,8 @@ def store(tmp_path_factory):
                                  max_rows=1500)
         ctx._register(f"runs:/{run.info.run_id}/model", None, run.info.run_id)
     yield {"uri": uri, "root": root, "meta": meta, "run_id": run.info.run_id}
-    mlflow.set_tracking_uri("")
+    mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)   # set_tracking_uri exports it to later processes
 
 
 def checker(store) -> EvidentlyDrift:

@@ -117,7 +117,22 @@ class Replica:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, bootstrap):
+def mlflow_env():
+    """`mlflow.set_tracking_uri` also sets MLFLOW_TRACKING_URI in os.environ, which every process
+    started later in this test session would inherit: put it back afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            patch.delenv(name, raising=False)
+        yield
+    import mlflow
+
+    mlflow.set_tracking_uri(None)  # the client's cached URI too
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        os.environ.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, bootstrap, mlflow_env):
     root = tmp_path_factory.mktemp("serving-replicas")
     prefix = f"t{uuid.uuid4().hex[:10]}"
     topics = Topics(prefix, 2)
@@ -187,9 +202,10 @@ def test_readyz_is_503_naming_what_is_missing_until_it_is_loaded(world):
     a, b = world["replicas"]
     world["publisher"].publish(build(ev.DeploymentDone(version="1"), LATE, source="tests/serving"))
     for replica in (a, b):
-        status, body = wait_until(lambda: (r := replica.call("GET", "/readyz"))[0] == 503 and r, 30,
-                                  "503 while late v1 is missing")
-        assert any(m.startswith("late v1: load failed") for m in body["missing"]), body
+        # 503 from the start; the reason reads "loading" until the first load attempt has failed
+        status, body = wait_until(lambda: (r := replica.call("GET", "/readyz"))[0] == 503 and any(
+            m.startswith("late v1: load failed") for m in r[1]["missing"]) and r, 30,
+            "503 naming late v1's failed load")
         assert f"{LATE}: no version of @champion loaded yet" in body["missing"]
         assert replica.call("GET", "/livez") == (200, {"ok": True}) == replica.call("GET", "/healthz")
     world["registry"].register(LATE, flipped=False)
