@@ -126,7 +126,8 @@ def mlflow_env():
         yield
     import mlflow
 
-    mlflow.set_tracking_uri(None)  # the client's cached URI too
+    mlflow.set_tracking_uri(None)  # the process-wide URIs too
+    mlflow.set_registry_uri(None)
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         os.environ.pop(name, None)
 
