@@ -17,7 +17,8 @@
     metric guard    (in the trigger) MetricReported, Deployment* → retrain signal or RollbackRequested
 
 Every handler publishes its result and waits for the ack before returning, so the offset is
-committed only after the side effect (at-least-once); every side effect is idempotent (run
+committed only after the side effect (at-least-once; the decision records on
+`decision.recorded` are not side effects and go out without an ack wait, `agents.context`); every side effect is idempotent (run
 names from idempotency keys, aliases set to a value), so a redelivered event changes nothing.
 Blocking calls (launchers, the MLflow registry) run in threads, never on the event loop.
 """

@@ -2,6 +2,17 @@
 
 Handlers take a `Context` instead of Faust globals, so each agent module is a plain class that
 a test could drive with decoded events, and `agents.app` is only wiring.
+
+Two ways out. `publish` is for side effects (a training request, a promotion): it waits for the
+broker's ack, so the input's offset is committed only after it. `record` is for the decision
+record (`DecisionRecorded`, on `decision.recorded`: every policy decision, skips included, so
+"why did this event not start a training?" has an answer on the bus). It hands the record to
+the same producer and does not wait: a skipped event costs no extra round trip on the
+trigger's path. What that means for delivery: a worker that crashes before the producer sent
+its buffer loses those records; the decisions themselves are not lost (the state they changed
+is in the changelog, their side effects were published with an ack), and a redelivered input
+is decided again, so its record may then appear twice, or say "duplicate". A record the broker
+refuses is logged and counted (`loopline_records_lost_total`).
 """
 
 from __future__ import annotations
@@ -71,6 +82,16 @@ class Context:
     async def publish(self, data: ev.EventData, model: str, cause: CloudEvent | None) -> CloudEvent:
         event = self.event(data, model, cause)
         await self.edge.publish(event)
+        return event
+
+    async def record(self, policy: str, outcome: str, reason: str, model: str,
+                     signal: CloudEvent | None, request_id: str | None = None) -> CloudEvent:
+        """Put one decision on the record (fire-and-forget, see above), caused by `signal`."""
+        event = self.event(ev.DecisionRecorded(
+            policy=policy, outcome=outcome, reason=reason, request_id=request_id,
+            signal_id=signal.id if signal else None, signal_type=signal.type if signal else None),
+            model, signal)
+        await self.edge.send(event)
         return event
 
     async def record_lineage(self, model: str, version: str, ids: Mapping[str, str],

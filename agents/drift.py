@@ -15,8 +15,10 @@ monitoring sample in memory: a crash loses at most one partial buffer per versio
 
 A drifted batch publishes `DriftDetected` (per-column scores and methods, both dataset
 versions, the report's MLflow URI), caused by the batch's event, so the retrain that follows
-is traceable to it. A clean batch publishes nothing and is counted
-(`loopline_drift_checks{outcome="clean"}` on /metrics, and `stats` for the status page).
+is traceable to it. A clean batch is counted (`loopline_drift_checks{outcome="clean"}` on
+/metrics, and `stats` for the status page) and is a decision on the record too (`Context.record`,
+policy "drift", outcome "no_drift" with the share and the threshold), as is a check skipped for
+want of a champion or a reference: "why did this batch not retrain?" then has an answer.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class DriftMonitor:
             champion = await asyncio.to_thread(self.ctx.registry.champion, model.name, model.alias)
             if champion.version is None:
                 self._count(model.name, "data", "skipped", "no champion to compare with")
+                await self.ctx.record("drift", "skipped", "not checked for drift: no champion to "
+                                      "compare with", model.name, d.event)
                 return
             await self.run(d.event, DriftRequest(model.name, champion.version, "data",
                                                  data.version, policy, uri=data.uri))
@@ -96,6 +100,7 @@ class DriftMonitor:
             result = await self.checker.check(request)
         except NoReference as exc:
             self._count(request.model, request.origin, "skipped", str(exc))
+            await self.ctx.record("drift", "skipped", f"not checked for drift: {exc}", request.model, event)
             return
         except (FileNotFoundError, ValueError, KeyError) as exc:
             # The batch itself is unusable (missing file, no common column): retrying won't help.
@@ -112,6 +117,7 @@ class DriftMonitor:
         if not result.drifted:
             self._count(request.model, request.origin, "clean",
                         f"no drift in {request.dataset_version} (share {result.drift_share:.2f})")
+            await self.ctx.record("drift", "no_drift", _clean(request, result), request.model, event)
             return
         await self.ctx.publish(ev.DriftDetected(
             dataset_version=request.dataset_version, reference_version=result.reference_version,
@@ -126,3 +132,12 @@ class DriftMonitor:
         self.stats[model][outcome] += 1
         self.checks.labels(model, origin, outcome).inc()
         log.info("%s: drift check (%s) %s: %s", model, origin, outcome, why)
+
+
+def _clean(request: DriftRequest, result) -> str:
+    """Why a check found no drift, in the policy's terms (see `policy.drift.decide_drift`)."""
+    drifted = sum(1 for column in result.columns.values() if column.get("drifted"))
+    what = "predictions" if request.origin == "predictions" else request.dataset_version
+    return (f"no drift in {what} against v{request.model_version}'s reference: share of drifted "
+            f"columns {result.drift_share:.2f} < {request.policy.drift_share:g} "
+            f"({drifted} of {len(result.columns)} drifted)")

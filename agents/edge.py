@@ -57,6 +57,29 @@ class Edge:
             topic or self.topics.for_type(event.type), event.subject.encode(), encode(event),
             partition, None, encode_headers())
 
+    async def send(self, event: CloudEvent, topic: str | None = None) -> None:
+        """Hand `event` to the producer and return without waiting for the broker's ack: for
+        records that are not a side effect (decisions, `Context.record`). The producer batches
+        it with whatever goes out next; a failure to deliver is logged and counted, never raised
+        into the agent (the decision it records was made and acted on either way)."""
+        try:
+            pending = await self.app.producer.send(
+                topic or self.topics.for_type(event.type), event.subject.encode(), encode(event),
+                None, None, encode_headers())
+        except Exception as exc:  # noqa: BLE001 - see above
+            self._unsent(event, exc)
+            return
+        pending.add_done_callback(lambda done: self._delivered(event, done))
+
+    def _delivered(self, event: CloudEvent, done) -> None:
+        if not done.cancelled() and done.exception() is not None:    # (retrieved: no asyncio warning)
+            self._unsent(event, done.exception())
+
+    def _unsent(self, event: CloudEvent, exc: BaseException) -> None:
+        log.warning("%s %s not recorded: %s: %s", event.type, event.id, type(exc).__name__, exc)
+        if self.metrics is not None:
+            self.metrics.records_lost.labels(event.type).inc()
+
     async def dead_letter(self, message, reason: str, error: str) -> None:
         """Write `message` to the dead-letter topic; return once the broker has acknowledged it.
 

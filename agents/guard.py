@@ -16,6 +16,9 @@ The rollback request names both versions; the deployer refuses it if the champio
 meantime, so a late request can never undo a newer deployment. Guard state is stored after the
 rollback request is acknowledged; a crash between storing it and the trigger's own publish of a
 metric-caused training request loses that one request (the next bad window asks again).
+
+Every window of the model's metric is a decision on the record (`Context.record`, policy
+"metric"): fine, retrain, rollback, or skipped / suppressed / duplicate with the policy's reason.
 """
 
 from __future__ import annotations
@@ -66,16 +69,25 @@ class MetricGuard:
                 await self.ctx.publish(ev.RollbackRequested(
                     version=decision.to, from_version=decision.from_version,
                     reason=decision.reason), model.name, event)
-                self.ctx.metrics.decision("metric", "rollback")
-                log.info("%s: rollback to v%s requested: %s", model.name, decision.to, decision.reason)
+                outcome, reason = "rollback", f"rollback to v{decision.to} requested: {decision.reason}"
             elif isinstance(decision, p.Retrain):
                 signal = p.MetricDegraded(event.key, decision.detail)
-                self.ctx.metrics.decision("metric", "retrain")
-                log.info("%s: %s", model.name, decision.detail)
+                outcome, reason = "retrain", decision.detail
             else:
-                self.ctx.metrics.decision("metric", "suppressed" if new.suppressed > state.suppressed
-                                          else "skipped")
-                log.info("%s: %s", model.name, decision.reason)
+                outcome, reason = _skipped(decision.reason, state, new), decision.reason
+            self.ctx.metrics.decision("metric", outcome)
+            log.info("%s: %s", model.name, reason)
+            await self.ctx.record("metric", outcome, reason, model.name, event)
         if new != state:
             self.table[model.name] = new.to_dict()
         return signal
+
+
+def _skipped(reason: str, before: p.GuardState, after: p.GuardState) -> str:
+    """The outcome of a window that asks for nothing: fine (within its bar), suppressed (a
+    rollback already asked for), duplicate, or skipped (too few predictions, not the champion)."""
+    if after.suppressed > before.suppressed:
+        return "suppressed"
+    if reason.startswith("duplicate"):
+        return "duplicate"
+    return "fine" if "within the floor" in reason else "skipped"

@@ -25,7 +25,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 log = logging.getLogger("loopline.metrics")
 
 DECISIONS = {
-    "retrain": ("requested", "skipped", "suppressed", "duplicate"),
+    "retrain": ("requested", "skipped", "suppressed", "duplicate", "paused", "resumed"),
+    "metric": ("fine", "retrain", "rollback", "suppressed", "skipped", "duplicate"),
     "promotion": ("promoted", "rejected"),
     "deploy": ("deployed", "rolled_back", "refused", "rollout_started"),
 }
@@ -44,8 +45,11 @@ class Metrics:
             "loopline_events_consumed", "Events decoded and handed to an agent, by agent and event type",
             ["agent", "type"], registry=r)
         self.decisions = Counter(
-            "loopline_decisions", "Policy decisions by decision (retrain, promotion, deploy) and outcome",
+            "loopline_decisions", "Policy decisions by decision (retrain, metric, promotion, deploy) and outcome",
             ["decision", "outcome"], registry=r)
+        self.records_lost = Counter(
+            "loopline_records_lost", "Fire-and-forget records (decisions) the broker did not take, "
+            "by event type", ["type"], registry=r)
         self.operator_commands = Counter(
             "loopline_operator_commands", "Operator commands by command and verification outcome",
             ["command", "outcome"], registry=r)

@@ -17,6 +17,12 @@ event id and idempotency key, and the trainer's run name makes a second launch a
 The crash points `trigger.outbox-flushed` and `trigger.request-published` (agents.faults) sit
 on either side of the publish; `tests/faults/test_crash.py` kills the worker at each.
 
+Every decision on a signal (data, drift, metric, operator retrain / pause / resume, a training's
+end) is put on the record as a `DecisionRecorded` with the reducer's reason, skips included, and
+so is a clock tick's when it changed something (sent a follow-up, dropped one, gave up on a lost
+training); a tick that decides nothing is left out. Records are handed to the producer without
+an ack wait (`Context.record`): the only waits on this path stay the request's flush and ack.
+
 `loopline_trainings_in_flight{model}` is set by the worker that owns the model's partition; a
 worker that loses the partition drops the model's series (`partitions_assigned`), or it would
 report its last value forever beside the new owner's.
@@ -108,12 +114,14 @@ class Trigger:
             signal = self.signal(event, d.data, state)
         if signal is None:
             return
+        command = None
         if isinstance(signal, p.ModelState):          # pause / resume: new state, then re-check
-            state, signal = signal, p.Tick(event.key)
+            command, state, signal = d.data, signal, p.Tick(event.key)
         new_state, decision = p.decide_retrain(state, signal, model.retrain, self.now())
         metrics = self.ctx.metrics
         if isinstance(d.data, ev.DataArrived):
             metrics.note_data(event.key, event.timestamp)
+        request = None
         if isinstance(decision, p.TrainRequest):
             request = self.ctx.event(ev.TrainingRequested(
                 idempotency_key=decision.idempotency_key, reason=decision.reason,
@@ -127,17 +135,31 @@ class Trigger:
             crash_point("trigger.request-published")
             self.table[model.name] = new_state.to_dict()  # out: a restart need not send it again
             metrics.note_request(request.correlationid, decision.causes)
-            log.info("%s: training requested (%s): %s", model.name, decision.reason,
-                     decision.idempotency_key)
-        elif not isinstance(signal, p.Tick):
-            log.info("%s: %s", model.name, decision.reason)
-        if isinstance(decision, p.TrainRequest) or not isinstance(signal, p.Tick):
-            metrics.decision("retrain", _outcome(decision, state, new_state))
         metrics.trainings_in_flight.labels(model.name).set(1 if new_state.in_flight else 0)
         # Compared with what is stored, not with `state`: after pause/resume `state` is already
         # the new one, and a tick that changes nothing more must still store it.
-        if not isinstance(decision, p.TrainRequest) and new_state != stored:  # most ticks: no write
+        changed = new_state != stored
+        if request is None and changed:                 # most ticks: no write
             self.table[model.name] = new_state.to_dict()
+        if request is not None or command is not None or changed or not isinstance(signal, p.Tick):
+            await self._decided(model.name, event, decision, _outcome(decision, state, new_state, command),
+                                request, command)
+
+    async def _decided(self, model: str, signal: CloudEvent, decision: p.Decision, outcome: str,
+                       request: CloudEvent | None, command: ev.OperatorCommand | None) -> None:
+        """Count, log and record one decision. A clock tick that changed nothing is not one (the
+        caller leaves it out): one a second per partition would drown the record."""
+        if isinstance(decision, p.TrainRequest):
+            reason = (f"training requested ({decision.reason}): {decision.rows} new rows, "
+                      f"{len(decision.causes)} triggering event(s)")
+        else:
+            reason = decision.reason
+        if command is not None:
+            reason = f"{command.command} by {command.operator} ({command.reason}); {reason}"
+        self.ctx.metrics.decision("retrain", outcome)
+        log.info("%s: %s%s", model, reason, f" [{request.data['idempotency_key']}]" if request else "")
+        await self.ctx.record("retrain", outcome, reason, model, signal,
+                              request_id=request.id if request is not None else None)
 
     async def _send_stranded(self, model: str, outbox: dict, state: p.ModelState) -> None:
         """Publish the stored request of a worker that died between storing and sending it
@@ -197,10 +219,14 @@ def _state_of(raw) -> p.ModelState:
     return p.ModelState.from_dict(raw) if raw else p.ModelState()
 
 
-def _outcome(decision: p.Decision, before: p.ModelState, after: p.ModelState) -> str:
-    """The metrics outcome of one retrain decision (requested / suppressed / duplicate / skipped)."""
+def _outcome(decision: p.Decision, before: p.ModelState, after: p.ModelState,
+             command: ev.OperatorCommand | None = None) -> str:
+    """The outcome of one retrain decision: requested, or paused / resumed (an operator's
+    command), suppressed (a wanted training blocked and queued), duplicate, skipped."""
     if isinstance(decision, p.TrainRequest):
         return "requested"
+    if command is not None:
+        return "paused" if command.command == "pause" else "resumed"
     if after.suppressed > before.suppressed:
         return "suppressed"
     return "duplicate" if decision.reason.startswith("duplicate") else "skipped"

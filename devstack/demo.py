@@ -135,9 +135,19 @@ def run_demo(batches: int = 10, rows: int = 1000, state_dir: str = ".loopline/de
         answer = _ask_serving(stack.serve_port, batch(batches - 1, rows=3).drop(columns=["label"]),
                               observer, stack.serving)
         _summary(observer, answer, time.time() - started, _drift_stats(web), link)
-        console.print(f"\nSee the runs: [bold]mlflow ui --backend-store-uri {stack.settings.tracking_uri}[/]")
+        _look_further(stack.settings.tracking_uri, batches)
         promoted = observer.of_type(ev.DeploymentDone.TYPE, MODEL)
         return 0 if promoted and answer.get("version") == promoted[-1].data.version else 1
+
+
+def _look_further(tracking_uri: str, batches: int) -> None:
+    """The last lines: where to look at what the demo did. Its broker held the events in memory and
+    stops with it, so the page needs a stack that stays up: `loopline dev`, fed the same data."""
+    console.print(f"\nSee the runs: [bold]mlflow ui --backend-store-uri {tracking_uri}[/]")
+    console.print("See it on the page (timeline, why / why not, lineage): this demo's broker kept the "
+                  "events in memory and has stopped, so keep a stack up and stream the same batches into it:")
+    console.print(f"  [bold]loopline dev --demo-batches {batches}[/]    then open http://127.0.0.1:8090 "
+                  "(Ctrl-C stops it; state in .loopline/dev)")
 
 
 def _drift_stats(web_port: int) -> dict:

@@ -1,4 +1,4 @@
-"""`loopline` command line: demo, worker, serve, publish, topics, status, lineage, events, dlq.
+"""`loopline` command line: demo, dev, worker, serve, publish, topics, status, lineage, why, events, dlq.
 
 Connection settings come from `LOOPLINE_*` environment variables (see `loopline.settings`);
 flags here are only what changes per call.
@@ -18,6 +18,7 @@ from loopline.commands import inspect as inspect_cmd
 from loopline.commands import lineage as lineage_cmd
 from loopline.commands import operator as operator_cmd
 from loopline.commands import status as status_cmd
+from loopline.commands import why as why_cmd
 from loopline.config import ConfigError
 from loopline.settings import Settings
 from loopline.startup import EXIT_BROKER_UNREACHABLE, BrokerUnreachable
@@ -36,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--state-dir", default=".loopline/demo", help="where MLflow and runs live")
     demo.add_argument("--keep", action="store_true", help="keep the previous demo's state")
 
+    dev = sub.add_parser("dev", help="broker, worker, serving and the page kept up until Ctrl-C, to play with")
+    dev.add_argument("--state-dir", default=".loopline/dev", help="where MLflow, data and logs live (kept)")
+    dev.add_argument("--ui-port", type=int, default=8090, help="the page's port")
+    dev.add_argument("--serve-port", type=int, default=8080, help="the serving replica's port")
+    dev.add_argument("--demo-batches", type=int, default=0,
+                     help="also stream this many of the demo's data batches into it, one per --feed-interval")
+    dev.add_argument("--feed-interval", type=float, default=20.0, help="seconds between demo batches")
+
     sub.add_parser("worker", help="run the Faust worker against LOOPLINE_BROKER")
 
     serve = sub.add_parser("serve", help="a serving replica: each model's alias, experiments, feedback "
@@ -47,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-batch-wait-ms", type=float, default=None,
                        help="a batch's window after its first request, 0: off "
                             "(default: LOOPLINE_SERVING_MAX_BATCH_WAIT_MS, 2)")
+
+    page = sub.add_parser("ui", help="the read-only page: timeline, why (not), lineage, rollouts, dead letters")
+    page.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: see ui.server's "
+                                                          "threat model before exposing it)")
+    page.add_argument("--port", type=int, default=8090)
+    page.add_argument("--mlflow-ui", default=None, help="the MLflow UI's URL, for links (default: the tracking "
+                                                        "URI when it is a server)")
 
     sub.add_parser("topics", help="create every topic (idempotent) and print them")
 
@@ -61,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     operator_cmd.add_parsers(kinds)           # retrain, promote, rollback, pause, resume: signed
     status_cmd.add_parser(sub)
     lineage_cmd.add_parser(sub)
+    why_cmd.add_parser(sub)
     inspect_cmd.add_parsers(sub)              # events tail, dlq list / replay
 
     args = parser.parse_args(argv)
@@ -77,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from devstack.demo import run_demo
         return run_demo(batches=args.batches, rows=args.rows, state_dir=args.state_dir, keep=args.keep)
+    if args.command == "dev":
+        from devstack.dev import run_dev
+        return run_dev(state_dir=args.state_dir, ui_port=args.ui_port, serve_port=args.serve_port,
+                       demo_batches=args.demo_batches, feed_interval=args.feed_interval)
     if args.command == "worker":
         from loopline.worker import run
         sys.argv = [sys.argv[0]]        # Faust's Worker parses argv itself
@@ -90,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             require_broker(settings.broker, security=settings.kafka_security)
         if args.command == "topics":
             return _topics(settings)
+        if args.command == "ui":
+            from ui.server import serve as serve_page     # lazily: the page is its own process
+            serve_page(settings, args.host, args.port, mlflow_ui=args.mlflow_ui)
+            return 0
         if getattr(args, "func", None) is not None:
             return args.func(args, settings)
         if args.kind in operator_cmd.COMMANDS:
@@ -109,7 +134,7 @@ def _reads_the_bus(args) -> bool:
         return not args.no_topics
     if args.command == "publish":
         return args.kind not in operator_cmd.COMMANDS
-    return args.command in ("topics", "status", "events", "dlq")
+    return args.command in ("topics", "status", "why", "events", "dlq")
 
 
 def _serve(args, settings: Settings) -> int:

@@ -83,6 +83,8 @@ def _describe(data: ev.EventData) -> str:
         case ev.DeploymentRolledBack():
             return (f"{data.alias} rolled back v{data.from_version or '-'} → v{data.version}"
                     f"{_because(data.reason)}")
+        case ev.DecisionRecorded():
+            return f"{data.policy} → {data.outcome.replace('_', ' ')}{_because(data.reason)}"
         case ev.DeploymentRefused():
             return f"v{data.version}: {data.reason}" if data.version else data.reason
     return ""

@@ -271,12 +271,24 @@ class DeploymentRefused(EventData):
     reason: str
 
 
+class DecisionRecorded(EventData):
+    """What a policy decided on one signal, skips included: the answer to "why did this event
+    (not) start a training?". Caused by the signal (`causationid`), in the signal's chain."""
+    TYPE = "io.loopline.decision.recorded"
+    policy: Literal["retrain", "drift", "metric", "promotion", "deploy", "rollout", "operator"]
+    outcome: str                                   # "requested", "skipped", "suppressed", "no_drift", ...
+    reason: str                                    # the policy's sentence, as a person reads it
+    signal_id: str | None = None                   # id of the event the policy decided on
+    signal_type: str | None = None
+    request_id: str | None = None                  # when a training was requested: its id
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {cls.TYPE: cls for cls in (
     DataArrived, DriftDetected, MetricReported, OperatorCommand, ClockTicked,
     TrainingRequested, TrainingStarted, TrainingSucceeded, TrainingFailed,
     ModelEvaluated, ModelPromoted, DeploymentDone, DeploymentRolledBack, DeploymentRefused,
     PredictionLogged, FeedbackReceived, RollbackRequested, ShadowPredicted,
-    RolloutStarted, ExperimentUpdated, RolloutAnalysed)}
+    RolloutStarted, ExperimentUpdated, RolloutAnalysed, DecisionRecorded)}
 
 
 class DataError(ValueError):

@@ -61,6 +61,9 @@ SPECS: tuple[TopicSpec, ...] = (
     TopicSpec("experiment", "experiment.state", (ev.ExperimentUpdated.TYPE,),
               retention_ms=7 * 86_400_000),
     TopicSpec("shadow", "shadow.predicted", (ev.ShadowPredicted.TYPE,)),
+    # Every policy decision, skips included (agents.context.Context.record): bounded by its
+    # retention, and by leaving out the clock ticks that decide nothing.
+    TopicSpec("decisions", "decision.recorded", (ev.DecisionRecorded.TYPE,), retention_ms=7 * 86_400_000),
     TopicSpec("deadletter", "deadletter", ()),
 )
 BY_ROLE = {spec.role: spec for spec in SPECS}

@@ -1,8 +1,9 @@
 """`loopline lineage MODEL VERSION [--json]`: the chain that produced and deployed one version.
 
-The triggering events, the training request, the run, the data versions, the evaluation with
-its numbers, the promotion and every deployment (with the operator command behind it, if
-any), rebuilt from the topics and from MLflow. The chain's ids are also on the version's tags
+The triggering events (each with what the retrain policy decided on it: a batch that only
+counted toward the request says "skipped: 400/1000 new rows"), the training request, the run,
+the data versions, the evaluation with its numbers, the promotion and every deployment (with
+the operator command behind it, if any), rebuilt from the topics and from MLflow. The chain's ids are also on the version's tags
 (`loopline.lineage.*`, written by the job, the evaluator and the deployer), so once the topics'
 retention has passed the same chain is still named, by ids, from the tags alone (`--no-topics`
 shows exactly that view).
@@ -69,6 +70,10 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
     """The chain of `model` v`version` from its tags, its run and the events (pure)."""
     events = [s for s in events if s.event.subject == model]
     by_id = {s.event.id: s for s in events}
+    decided: dict[str, list] = {}                  # signal id -> the decisions taken on it
+    for s in events:
+        if isinstance(s.data, ev.DecisionRecorded) and s.data.signal_id:
+            decided.setdefault(s.data.signal_id, []).append(s)
     by_key = {s.event.key: s for s in events}
     run_tags = run.get("tags") or {}
 
@@ -107,7 +112,7 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
         "sources": {"topics": bool(events), "tags": any(k.startswith(LINEAGE_TAG_PREFIX) for k in tags)},
         "correlation_id": tags.get("loopline.correlation_id") or tagged("correlation_id"),
         "idempotency_key": key,
-        "triggers": [_trigger(c, by_key.get(c)) for c in causes],
+        "triggers": [_trigger(c, by_key.get(c), decided) for c in causes],
         "request": _request(request, request_id, key),
         "training": {
             "run_name": tags.get("loopline.run_name") or (started[0].data.run_name if started else None),
@@ -165,12 +170,14 @@ def _ids(value: str | None) -> list[dict]:
     return [{"id": value}] if value else []
 
 
-def _trigger(cause_key: str, s) -> dict:
+def _trigger(cause_key: str, s, decided: dict[str, list]) -> dict:
     source, _, event_id = cause_key.rpartition("#")
+    decisions = [_ref(d, policy=d.data.policy, outcome=d.data.outcome, reason=d.data.reason,
+                      request_id=d.data.request_id) for d in decided.get(event_id, [])]
     if s is None:
-        return {"key": cause_key, "id": event_id, "source": source}
+        return {"key": cause_key, "id": event_id, "source": source, "decisions": decisions}
     return {"key": cause_key, "id": s.event.id, "source": s.event.source, "type": s.event.type,
-            "time": s.event.time, "summary": describe(s.data)}
+            "time": s.event.time, "summary": describe(s.data), "decisions": decisions}
 
 
 def _request(s, request_id: str | None, key: str | None) -> dict | None:
@@ -226,7 +233,9 @@ def show(chain: dict, console=None) -> None:
     triggers = tree.add("triggered by")
     for t in chain["triggers"] or [{"id": "-"}]:
         detail = f" {render.short_type(t['type'])} {escape(t['summary'])}" if t.get("type") else ""
-        triggers.add(f"{t['id']}{detail} [dim]{t.get('source', '')}[/]")
+        node = triggers.add(f"{t['id']}{detail} [dim]{t.get('source', '')}[/]")
+        for d in t.get("decisions") or []:
+            node.add(f"{d['policy']} → {d['outcome']}: {escape(d['reason'])}")
     req = chain["request"]
     if req:
         line = f"training request {req.get('id') or '?'}"

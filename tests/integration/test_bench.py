@@ -9,7 +9,7 @@ import math
 import pytest
 
 from bench import __main__ as bench_main
-from bench import common, launch, loop, memory, serving, throughput, trigger
+from bench import common, launch, loop, memory, serving, throughput, trigger, ui
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +135,17 @@ def test_the_summary_has_one_row_per_goal_and_survives_a_failed_benchmark(tmp_pa
     summary = json.loads((tmp_path / "summary-latest.json").read_text())
     assert [r["benchmark"] for r in summary["rows"]] == ["launch", "memory"]
     assert all(r["measured"] == "failed" and "boom" in r["note"] for r in summary["rows"])
+
+
+def test_ui_benchmark():
+    """The page with a few hundred events in headless Chromium: every mark drawn, the timings sane."""
+    from tests.browser.conftest import chromium_missing
+    from tests.conftest import require
+
+    require(chromium_missing(), "Chromium and Playwright for the ui benchmark")
+    result = bench_main.QUICK["ui"]()
+    json.dumps(result)
+    assert result["events"] == result["marks"] == 500 and len(result["loads_ms"]) == 2
+    assert finite(result["median_ms"], result["api_response_end_median_ms"], *result["loads_ms"])
+    assert result["dom_nodes"] < 300 and result["console_errors"] == []     # marks are paths, not nodes
+    assert result["holds"] == (result["median_ms"] <= ui.GOAL_MS)

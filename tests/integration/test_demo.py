@@ -43,9 +43,15 @@ def test_demo_runs_the_loop_and_summarises(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     for phrase in ("data.arrived", "training.requested", "model.evaluated", "deployment.done",
-                   "Versions", "Summary", "answering on the serving endpoint", "mlflow ui"):
+                   "Versions", "Summary", "answering on the serving endpoint"):
         assert phrase in text, phrase
     promoted = [line for line in text.splitlines() if "│ promoted " in line or "│ promoted  " in line]
     versions = [line for line in text.splitlines() if line.startswith("│ v")]
     assert len(versions) >= 1 and promoted, text[-3000:]
     assert (tmp_path / "demo" / "mlflow.db").exists()
+    # Its last lines say where to look at what it did: MLflow, and the page on a stack kept up.
+    last = text.rstrip().splitlines()[-3:]
+    assert last[0].startswith("See the runs: mlflow ui --backend-store-uri sqlite:///"), last
+    assert last[1].startswith("See it on the page") and "in memory" in last[1], last
+    assert last[2].split()[:3] == ["loopline", "dev", "--demo-batches"] and last[2].split()[3] == "2", last
+    assert "http://127.0.0.1:8090" in last[2], last

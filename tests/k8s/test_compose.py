@@ -32,8 +32,13 @@ def readme_table() -> dict[str, dict[str, object]]:
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     header, *body = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
     assert header == ["service", "image", "host port", "starts after (healthy)"]
-    return {row[0]: {"image": row[1], "ports": {int(p) for p in re.findall(r"\d+", row[2])},
+    return {row[0]: {"image": row[1], "ports": {int(p.rsplit(":", 1)[-1]) for p in re.findall(r"[\d.:]+", row[2])},
                      "after": {s.strip() for s in row[3].split(",") if s.strip()}} for row in body}
+
+
+def host_port(short: str) -> int:
+    """The host side of a short port syntax: "8080:8080" or "127.0.0.1:8090:8090"."""
+    return int(str(short).split(":")[-2])
 
 
 def test_compose_file_is_valid_against_the_compose_specification():
@@ -51,7 +56,7 @@ def test_services_ports_and_health_dependencies_match_the_readme():
     table = readme_table()
     assert set(table) == set(SERVICES)
     for name, service in SERVICES.items():
-        published = {int(str(p).split(":")[0]) for p in service.get("ports", [])}
+        published = {host_port(p) for p in service.get("ports", [])}
         depends = service.get("depends_on", {})
         assert table[name]["image"] == service["image"], name
         assert table[name]["ports"] == published, name
@@ -139,3 +144,21 @@ def test_the_serving_key_file_can_come_from_elsewhere(monkeypatch, tmp_path):
     proc = compose_config((REPO / "docker-compose.yml").read_text(), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["secrets"]["serving_key"]["file"] == str(tmp_path / "key")
+
+
+def test_the_page_is_published_on_the_hosts_loopback_only():
+    """The page has no login: a 0.0.0.0 port would show every event to the network."""
+    proc = compose_config((REPO / "docker-compose.yml").read_text(), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    ui = json.loads(proc.stdout)["services"]["ui"]
+    assert ui["command"][:2] == ["loopline", "ui"]
+    port = int(ui["command"][ui["command"].index("--port") + 1])
+    (published,) = ui["ports"]
+    assert (published["host_ip"], published["published"], published["target"]) == ("127.0.0.1", "8090", port)
+    assert f"localhost:{port}/" in " ".join(ui["healthcheck"]["test"])
+    assert set(ui["depends_on"]) == {"worker", "mlflow"}
+    assert ui["environment"]["LOOPLINE_BROKER"] == "kafka:19092"
+    assert "serving_key" not in {s["source"] for s in ui.get("secrets", [])}     # it signs nothing
+    for name, service in SERVICES.items():          # everything else may listen beyond the host
+        if name != "ui":
+            assert not any(str(p).startswith("127.0.0.1:") for p in service.get("ports", [])), name

@@ -18,7 +18,7 @@ from loopline.launchers import pod_settings
 from triggers import kube
 from tests.k8s.fake_kube import LEASES
 from tests.k8s.lifecycle import permissions_used
-from tests.k8s.schemas_check import K8S_VERSIONS, validate_k8s
+from tests.k8s.schemas_check import K8S_VERSIONS, validate_k8s, validate_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "loopline"
@@ -50,19 +50,20 @@ def test_chart_passes_helm_lint(values):
         assert [m for m in result["messages"] if m["severity"] >= 2] == [], result["messages"]
 
 
-KINDS = ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Role",
-         "RoleBinding", "Service", "ServiceAccount"]
+KINDS = ["ConfigMap", "Deployment", "Deployment", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+         "Role", "RoleBinding", "Service", "Service", "ServiceAccount"]     # worker, serving, ui
 
 
 @pytest.mark.parametrize("values, kinds", [
     ("default", sorted([*KINDS, "Secret"])),    # the serving key: made by the chart
-    ("full", KINDS),                            # the serving key: an existing Secret
+    # the serving key: an existing Secret; alerts (a custom resource) and the dashboard's ConfigMap
+    ("full", sorted([*KINDS, "ConfigMap", "PrometheusRule"])),
 ], ids=list(VALUES))
 def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(values, kinds):
     docs = manifests(VALUES[values])
     assert sorted(d["kind"] for d in docs) == kinds
     for doc in docs:
-        validate_k8s(doc)
+        validate_manifest(doc)          # a PrometheusRule against the operator's CRD, the rest Kubernetes'
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_worker_probes_are_backed_by_the_faust_web_server(values):
 
 @pytest.mark.parametrize("values", VALUES, ids=list(VALUES))
 def test_the_configmap_is_a_valid_loopline_yaml_for_the_launchers(values, tmp_path):
-    (cm,) = by_kind(manifests(VALUES[values]), "ConfigMap")
+    (cm,) = [d for d in by_kind(manifests(VALUES[values]), "ConfigMap") if d["metadata"]["name"].endswith("-config")]
     path = tmp_path / "loopline.yaml"
     path.write_text(cm["data"]["loopline.yaml"])
     models = config_mod.load(path)
@@ -239,16 +240,50 @@ def test_operator_keys_come_from_an_existing_secret_mounted_where_the_worker_rea
     assert not [v for v in default["volumes"] if "secret" in v]
 
 
+def component(docs: list[dict], kind: str, name: str) -> list[dict]:
+    return [d for d in by_kind(docs, kind) if d["metadata"]["labels"]["app.kubernetes.io/component"] == name]
+
+
 def test_serving_is_a_deployment_behind_a_service():
     docs = manifests(FULL)
-    (service,) = by_kind(docs, "Service")
+    (service,) = component(docs, "Service", "serving")
     serving = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
     assert service["spec"]["selector"] == serving["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "http" and service["spec"]["type"] == "LoadBalancer"
     assert serving["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9090
     disabled = manifests({"serving": {"enabled": False}})
-    assert len(by_kind(disabled, "Deployment")) == 1
+    assert not component(disabled, "Deployment", "serving") and not component(disabled, "Service", "serving")
     assert not [d for d in disabled if d["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret")]
+
+
+@pytest.mark.parametrize("values", VALUES, ids=list(VALUES))
+def test_the_page_is_its_own_deployment_behind_a_cluster_internal_service(values):
+    docs = manifests(VALUES[values])
+    (deployment,) = component(docs, "Deployment", "ui")
+    (service,) = component(docs, "Service", "ui")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    port = next(p for p in container["ports"] if p["name"] == "http")["containerPort"]
+    assert container["command"] == ["loopline", "ui", "--host", "0.0.0.0", "--port", str(port)]
+    assert deployment["spec"]["replicas"] == 1
+    assert container["readinessProbe"]["httpGet"] == {"path": "/", "port": "http"}
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["targetPort"] == "http"
+    others = [d for d in by_kind(docs, "Deployment") if d is not deployment]
+    for other in others:                # the Service selects the page's pods and nobody else's
+        assert not service["spec"]["selector"].items() <= other["spec"]["template"]["metadata"]["labels"].items()
+    # Read-only: it reads Kafka and MLflow like the others, and gets neither API access nor a key.
+    env = {e["name"] for e in container["env"]}
+    assert {"LOOPLINE_BROKER", "LOOPLINE_MLFLOW_URI", "LOOPLINE_CONFIG"} <= env
+    assert pod["automountServiceAccountToken"] is False
+    assert not [v for v in pod["volumes"] if v["name"] in ("serving-key", "operator-keys")]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [d for d in docs if d["kind"] == "Ingress"]
+
+
+def test_the_page_can_be_left_out():
+    docs = manifests({"ui": {"enabled": False}})
+    assert not component(docs, "Deployment", "ui") and not component(docs, "Service", "ui")
 
 
 def serving_objects(values: dict) -> dict[str, dict]:
@@ -256,7 +291,7 @@ def serving_objects(values: dict) -> dict[str, dict]:
     (None where not rendered); every one checked against the Kubernetes schemas."""
     docs = manifests(values)
     for doc in docs:
-        validate_k8s(doc)
+        validate_manifest(doc)
     deployment = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-serving"))
     pod = deployment["spec"]["template"]["spec"]
     return {"deployment": deployment, "pod": pod, "container": pod["containers"][0],
@@ -379,3 +414,4 @@ def test_notes_render():
     with helm.Chart.load(str(CHART)) as chart:
         notes = chart.render(FULL, name="loopline", namespace="ml")["loopline/templates/NOTES.txt"]
     assert "port-forward" in notes and "ml-runs" in notes and "kafka-user-loopline" in notes
+    assert "port-forward svc/loopline-prod-ui 8090:8090" in notes and "PrometheusRule loopline-prod" in notes

@@ -4,6 +4,7 @@ that knows which of its writes a producer flush has made durable."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from types import SimpleNamespace
 
@@ -33,6 +34,7 @@ class Producer:
         self.keys: list[bytes | None] = []          # one per send
         self.headers: list[list] = []               # one per send
         self.durable_at_send: list[dict] = []     # each table's durable state when a send went out
+        self.unacked: list[tuple[str, bytes]] = []  # fire-and-forget sends (`send`): no ack awaited
 
     async def send_and_wait(self, topic, key, value, partition, timestamp, headers):
         self.sent.append((topic, value))
@@ -41,12 +43,20 @@ class Producer:
         self.headers.append(list(headers or ()))
         self.durable_at_send.append([copy.deepcopy(t.durable) for t in self.tables])
 
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        """Faust's `send`: the record is handed over, the ack is a future nobody awaits here."""
+        self.unacked.append((topic, value))
+        acked = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
+
     async def flush(self) -> None:
         for table in self.tables:
             table.flushed()
 
     def events(self, topic: str) -> list:
-        return [decode(value).event for t, value in self.sent if t == topic]
+        """What went to `topic`, acked or not (each list in the order sent)."""
+        return [decode(value).event for t, value in self.sent + self.unacked if t == topic]
 
 
 def context(models, *tables: Table, group: str = "g") -> Context:

@@ -46,6 +46,8 @@ SAMPLES: dict[type[ev.EventData], ev.EventData] = {s.__class__: s for s in (
     ev.RolloutAnalysed(experiment="clf-v4-1a2b", step=1, verdict="progressing", action="step",
                        weight=0.5, test="Bayesian P(challenger > champion)", numbers={"p_better": 0.97},
                        reason="P(v4 better) 0.97 >= 0.95: step 2 at 50%"),
+    ev.DecisionRecorded(policy="retrain", outcome="suppressed", reason="training in flight; queued follow-up",
+                        signal_id="e1", signal_type=ev.DriftDetected.TYPE),
 )}
 
 
@@ -74,6 +76,9 @@ def test_every_event_type_has_a_one_line_description_without_markup(cls):
     (SAMPLES[ev.DeploymentRolledBack], "champion rolled back v2 → v1: manual rollback: v2 is bad"),
     (SAMPLES[ev.MetricReported], "v3 accuracy 0.900 over 12 predictions"),
     (ev.ClockTicked(), "this model"),
+    (SAMPLES[ev.DecisionRecorded], "retrain → suppressed: training in flight; queued follow-up"),
+    (ev.DecisionRecorded(policy="drift", outcome="no_drift", reason="share 0.10 < 0.5"),
+     "drift → no drift: share 0.10 < 0.5"),
 ])
 def test_the_line_of(data, line):
     assert describe(data) == line
