@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Mapping
 
@@ -58,7 +59,8 @@ PUBLISH_INTERVAL = 0.5        # s between two publications of changed counts
 HEARTBEAT_SECONDS = 60.0      # a live state is re-published this often (replicas read 120 s back)
 SHADOW_PAIRS_KEPT = 100_000   # challenger answers remembered, newest prediction ids
 LIVE = ("running", "paused")
-OUTCOMES = ("counted", "stale_experiment", "no_experiment", "unscored")
+OUTCOMES = ("counted", "duplicate", "stale_experiment", "no_experiment", "unscored")
+LABELS_REMEMBERED = 200_000   # prediction ids per partition: a label sent twice is counted once
 _Value = float | int | str | bool
 
 
@@ -145,6 +147,10 @@ class _Partition:
     def __init__(self, experiments: dict[str, Experiment]) -> None:
         self.experiments = experiments
         self.position: int | None = None   # next feedback offset to read
+        # Prediction ids already credited (newest first out): a client that retries its feedback
+        # after a timeout, or posts it to two replicas, is counted once. In memory: after a
+        # restart, the ids counted before it are known only through the state's offsets.
+        self.labelled: OrderedDict[str, None] = OrderedDict()
 
 
 class ExperimentFolder:
@@ -321,6 +327,9 @@ class ExperimentFolder:
                 continue
             if exp.skip_below is not None and record.offset < exp.skip_below:
                 continue                     # counted before a restart: in the restored state
+            if pid in part.labelled:
+                outcomes["duplicate"] += 1
+                continue
             scorer = scorers.get(model)
             if scorer is None:
                 scorer = scorers[model] = _scorer(getattr(models[model], "metrics", None), exp.reward)
@@ -341,6 +350,9 @@ class ExperimentFolder:
                     except (TypeError, ValueError):
                         pass                 # an answer the metric cannot score: not counted
             outcomes["counted"] += 1
+            part.labelled[pid] = None
+            if len(part.labelled) > LABELS_REMEMBERED:
+                part.labelled.popitem(last=False)
             exp.changed = True
             if exp.dirty_from is None:
                 exp.dirty_from = record.offset

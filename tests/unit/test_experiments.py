@@ -270,6 +270,17 @@ def test_feedback_of_another_experiment_or_none_is_not_counted():
     assert counts == {"counted": 2, "stale_experiment": 3, "no_experiment": 1, "unscored": 1}
 
 
+def test_a_label_sent_twice_for_one_prediction_is_counted_once():
+    """A client retrying after a timeout, or posting to two replicas, sends the same id twice."""
+    w, bus = World(), Bus()
+    event, rollout = start(bus)
+    w.run(rollout, event.timestamp)
+    w.run(feedback(bus, "2", 3, 0), event.timestamp + 1)
+    w.run(merge(feedback(bus, "2", 3, 0), feedback(bus, "2", 1, 0, first=3)), event.timestamp + 2)
+    assert arms(w.states()[-1])["2"]["n"] == 4
+    assert w.metric("loopline_experiment_feedback_total", outcome="duplicate") == 3
+
+
 def test_a_newer_rollout_supersedes_the_live_one():
     w, bus = World(), Bus()
     event, rollout = start(bus)
