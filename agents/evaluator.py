@@ -36,7 +36,8 @@ def read_report(outputs: Mapping[str, Mapping[str, Any]], step: str, gate: p.Gat
         # (which the gate rejects) rather than promote on the absolute bar alone.
         champion = p.Scores(str(report.get("champion_version") or "?"),
                             report.get("champion_metrics") or {})
-    candidate = p.Scores(str(version), report.get("candidate_metrics") or {})
+    candidate = p.Scores(str(version), report.get("candidate_metrics") or {},
+                         latency_ms_p95=report.get("candidate_latency_ms_p95"))
     decision = p.decide_promotion(candidate, champion, gate)
     if report.get("champion_error") and isinstance(decision, p.Reject):
         decision = p.Reject(decision.version, decision.reasons + (
@@ -57,7 +58,7 @@ class Evaluator:
         passed = isinstance(decision, p.Promote)
         champion = report.get("champion_version")
         evaluated = await self.ctx.publish(ev.ModelEvaluated(
-            version=version or "?", run_name=data.run_name, metric=model.gate.metric,
+            version=version or "?", run_name=data.run_name, metric=model.gate.headline,
             candidate_metrics=_floats(report.get("candidate_metrics")),
             champion_version=str(champion) if champion else None,
             champion_metrics=_floats(report.get("champion_metrics")) if report.get("champion_metrics") else None,

@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): every benchmark in turn, one summary table at the end.
 
     python -m bench [--quick]
-                    [--only trigger,trigger@kafka,launch,throughput,throughput@kafka,loop,drift,memory,serving,ui]
+                    [--only trigger,trigger@kafka,launch,throughput,throughput@kafka,loop,drift,memory,serving,ui,sweep]
 
 Each benchmark prints its own table and writes its JSON to bench/results/ (`<name>-latest.json`
 and a timestamped copy); the summary (goal, measured, bare baseline, ratio, holds) goes to
@@ -18,7 +18,7 @@ import traceback
 from functools import partial
 from typing import Any, Callable
 
-from bench import common, drift, launch, loop, memory, serving, throughput, trigger, ui
+from bench import common, drift, launch, loop, memory, serving, sweep, throughput, trigger, ui
 
 def _on(name: str) -> dict[str, str]:
     """`trigger@kafka` runs the trigger bench on Apache Kafka; a bare name on its default broker."""
@@ -26,7 +26,7 @@ def _on(name: str) -> dict[str, str]:
 
 
 BENCHES = {bench.name: bench for bench in (trigger.BENCH, launch.BENCH, throughput.BENCH, loop.BENCH,
-                                           drift.BENCH, memory.BENCH, serving.BENCH, ui.BENCH)}
+                                           drift.BENCH, memory.BENCH, serving.BENCH, ui.BENCH, sweep.BENCH)}
 ON_KAFKA = ("trigger", "throughput")      # the bus-bound paths, measured on Apache Kafka too
 BENCHES.update({f"{name}@kafka": BENCHES[name] for name in ON_KAFKA})
 FULL = {name: partial(bench.run, **{**bench.sizes(), **_on(name)}) for name, bench in BENCHES.items()}
@@ -82,6 +82,12 @@ def _ui(r: dict) -> dict[str, Any]:
                     f"drawn {r['draw_after_response_median_ms']:.0f} ms later; {r['dom_nodes']} DOM elements"}
 
 
+def _sweep(r: dict) -> dict[str, Any]:
+    return {"measured": f"{r['sweep']['seconds']:.2f} s ({r['trials']} trials, parallelism {r['parallelism']})",
+            "baseline": f"Study.optimize in one process {r['loop']['seconds']:.2f} s", "ratio": f"{r['ratio']}x",
+            "note": f"{r['per_trial_ms']:.0f} ms per trial through the sweep runner"}
+
+
 def _memory(r: dict) -> dict[str, Any]:
     return {"measured": f"{r['idle_mb']:.0f} MB idle", "note": f"peak under load {r['load_peak_mb']:.0f} MB"}
 
@@ -110,6 +116,8 @@ ROWS: dict[str, tuple[str, Callable[[dict], dict[str, Any]]]] = _with_kafka_rows
     "serving": (f"one-row predictions >= {serving.GOAL_RPS_RATIO:g}x mlflow models serve's requests/s at "
                 f"c={serving.HIGH}, p99 <= {serving.GOAL_P99_C1_MS:g} ms at c=1, routing <= "
                 f"{serving.GOAL_ROUTING_P50_MS:g} ms p50", _serving),
+    "sweep": ("sweep overhead: trivial trials as processes vs one in-process Study.optimize (no goal set)",
+              _sweep),
     "ui": (f"the page with {ui.BENCH.full['events']:,} events drawn in headless Chromium <= {ui.GOAL_MS:g} ms", _ui),
 })
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agents.policies import DriftPolicy, Gate, MetricPolicy, RetrainPolicy
 from agents.policy.metric import METRICS
+from agents.policy.promotion import Check
 from agents.policy.rollout import RolloutPolicy
 from loopline.kube_config import KubernetesConfig, pipeline_problems
 from adapters.drift import METHODS as DRIFT_METHODS
@@ -33,6 +34,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SweepParamConfig(_Strict):
+    """One dimension of a sweep's search space (Optuna's int / float / categorical)."""
+    type: Literal["int", "float", "categorical"]
+    low: float | None = Field(None, allow_inf_nan=False)
+    high: float | None = Field(None, allow_inf_nan=False)
+    log: bool = False
+    choices: list[str | int | float | bool] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.type == "categorical":
+            if self.choices is None:
+                raise ValueError("a categorical parameter needs choices")
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("a categorical parameter takes choices, not low/high/log")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"an {self.type} parameter takes low/high, not choices")
+        if self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} parameter needs low and high")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("log needs low > 0")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int parameter needs whole low and high")
+        return self
+
+
+class SweepConfig(_Strict):
+    """A sweep step: its command is one trial (triggers.sweep runs it `trials` times)."""
+    space: dict[str, SweepParamConfig] = Field(min_length=1)
+    objective: str = Field(min_length=1)               # a key of the trial's candidate_metrics
+    direction: Literal["maximize", "minimize"] = "maximize"
+    trials: int = Field(ge=1, le=10_000)
+    parallelism: int = Field(1, ge=1, le=256)
+    max_failed_trials: int = Field(3, ge=0)
+    pruner: Literal["median", "none"] = "median"
+    seed: int | None = None                            # the sampler's; None: random
+
+    @field_validator("space")
+    @classmethod
+    def _names(cls, value: dict) -> dict:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"parameter name {name!r} must be a valid identifier "
+                                 "(it becomes LOOPLINE_PARAM_<NAME>)")
+        return value
+
+
 class StepConfig(_Strict):
     name: str
     command: list[str] = Field(min_length=1)
@@ -43,6 +94,7 @@ class StepConfig(_Strict):
     timeout_seconds: float | None = Field(None, gt=0)
     retries: int = Field(0, ge=0, le=20)
     retry_backoff_seconds: float = Field(1.0, gt=0)
+    sweep: SweepConfig | None = None
 
 
 class PipelineConfig(_Strict):
@@ -61,12 +113,55 @@ class RetrainConfig(_Strict):
     in_flight_timeout_seconds: float | None = Field(None, gt=0)
 
 
+class GateCheckConfig(_Strict):
+    """One check of a gate: agents.policy.promotion.Check."""
+    metric: str = Field(min_length=1, pattern=r"^[^@]+$")
+    min_value: float | None = Field(None, allow_inf_nan=False)   # a ceiling when direction is lower
+    min_change: float | None = Field(None, allow_inf_nan=False)  # vs the champion; None = not compared
+    change: Literal["absolute", "relative"] = "absolute"
+    direction: Literal["higher", "lower"] = "higher"
+    slice: str | None = Field(None, min_length=1, pattern=r"^[^@=]+$")   # a holdout column
+
+
+class GateLatencyConfig(_Strict):
+    max_p95_ms: float = Field(gt=0, allow_inf_nan=False)   # the evaluate step's candidate_latency_ms_p95
+
+
+_SINGLE_METRIC_KEYS = ("metric", "min_value", "min_improvement", "higher_is_better")
+
+
 class GateConfig(_Strict):
-    metric: str = "accuracy"
-    min_value: float | None = None          # absolute bar (a ceiling when lower is better)
-    min_improvement: float = 0.0
+    """Either the single-metric gate (metric, min_value, min_improvement, higher_is_better) or
+    `checks`; `latency` goes with either. The single metric is one check of the same meaning."""
+    metric: str = Field("accuracy", min_length=1)
+    min_value: float | None = Field(None, allow_inf_nan=False)   # absolute bar (a ceiling when lower is better)
+    min_improvement: float = Field(0.0, allow_inf_nan=False)
     higher_is_better: bool = True
+    checks: list[GateCheckConfig] | None = Field(None, min_length=1)
+    latency: GateLatencyConfig | None = None
     from_step: str = "evaluate"              # the pipeline step that reports the scores
+
+    @model_validator(mode="after")
+    def _one_shape(self):
+        if self.checks is not None:
+            mixed = [k for k in _SINGLE_METRIC_KEYS if k in self.model_fields_set]
+            if mixed:
+                raise ValueError(f"checks replaces {', '.join(mixed)}: write that metric as one of the "
+                                 "checks (min_improvement is min_change, higher_is_better is direction)")
+            seen: set[tuple[str, str | None]] = set()
+            for i, check in enumerate(self.checks):
+                if (check.metric, check.slice) in seen:
+                    raise ValueError(f"checks[{i}]: a second check of {check.metric!r}"
+                                     + (f" on slice {check.slice!r}" if check.slice else ""))
+                seen.add((check.metric, check.slice))
+        return self
+
+    def policy(self) -> Gate:
+        latency = self.latency.max_p95_ms if self.latency is not None else None
+        if self.checks is None:
+            return Gate(metric=self.metric, min_value=self.min_value, min_improvement=self.min_improvement,
+                        higher_is_better=self.higher_is_better, max_latency_p95_ms=latency)
+        return Gate(checks=tuple(Check(**c.model_dump()) for c in self.checks), max_latency_p95_ms=latency)
 
 
 class DeployConfig(_Strict):
@@ -207,10 +302,11 @@ class Model:
         self.pipeline = Pipeline(tuple(
             Step(name=s.name, command=tuple(s.command), depends=tuple(s.depends), when=s.when,
                  env=dict(s.env), image=s.image, timeout_seconds=s.timeout_seconds,
-                 retries=s.retries, retry_backoff_seconds=s.retry_backoff_seconds)
+                 retries=s.retries, retry_backoff_seconds=s.retry_backoff_seconds,
+                 sweep=s.sweep.model_dump() if s.sweep is not None else None)
             for s in cfg.pipeline.steps))
         self.retrain = RetrainPolicy(**cfg.retrain.model_dump())
-        self.gate = Gate(**cfg.gate.model_dump(exclude={"from_step"}))
+        self.gate = cfg.gate.policy()
         self.gate_step = cfg.gate.from_step
         self.alias = cfg.deploy.alias
         self.params = dict(cfg.params)

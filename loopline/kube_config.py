@@ -19,6 +19,15 @@ account or a kubeconfig and context) is deployment configuration: LOOPLINE_KUBE_
         active_deadline_seconds: 7200
         ttl_seconds_after_finished: 86400
         env_from_secrets: [mlflow-credentials]
+        distributed:                  # optional: one run = N pods with the torchrun contract
+          workers: 4                  # N >= 2 ranks (pods; locally: processes)
+          gpus_per_worker: 1          # nvidia.com/gpu limits of each pod (0: what resources say)
+          port: 29500                 # MASTER_PORT
+          mode: indexed               # indexed (Indexed Job + headless Service) | pytorchjob
+                                      # (Kubeflow Training Operator v1 PyTorchJob)
+
+`distributed` also applies to launcher local: each step runs as N local processes with the same
+contract (MASTER_ADDR=127.0.0.1, a free MASTER_PORT). Argo runs no distributed steps (yet).
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from triggers.podspec import ANN_REPORTED, GPU_RESOURCE
+from triggers.render_distributed import Distributed
 
-__all__ = ["KubernetesConfig", "pipeline_problems"]
+__all__ = ["DistributedConfig", "KubernetesConfig", "pipeline_problems"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # apimachinery's resource.Quantity format (e.g. 500m, 2, 1.5, 8Gi, 1e3)
@@ -100,6 +110,17 @@ class TolerationConfig(_Strict):
         return out
 
 
+class DistributedConfig(_Strict):
+    workers: int = Field(ge=2)                 # a "distributed" run of one rank is a plain run
+    gpus_per_worker: int = Field(0, ge=0)
+    port: int = Field(29500, ge=1024, le=65535)   # unprivileged: the pods run without root rights to bind
+    mode: Literal["indexed", "pytorchjob"] = "indexed"
+
+    def settings(self) -> Distributed:
+        return Distributed(workers=self.workers, gpus_per_worker=self.gpus_per_worker, port=self.port,
+                           mode=self.mode)
+
+
 class KubernetesConfig(_Strict):
     namespace: str | None = None
     image: str | None = None
@@ -118,6 +139,7 @@ class KubernetesConfig(_Strict):
     workdir: str | None = None                 # container workingDir (default: the image's)
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
+    distributed: DistributedConfig | None = None
 
     @field_validator("namespace", "service_account")
     @classmethod
@@ -133,10 +155,22 @@ class KubernetesConfig(_Strict):
             raise ValueError(f"{ANN_REPORTED} marks a run as reported: a run created with it would never be")
         return value
 
+    @model_validator(mode="after")
+    def _gpus_agree(self) -> KubernetesConfig:
+        gpus = self.distributed.gpus_per_worker if self.distributed is not None else 0
+        declared = self.resources.limits.get(GPU_RESOURCE)
+        if gpus and declared is not None and declared != str(gpus):
+            raise ValueError(f"distributed.gpus_per_worker: {gpus} disagrees with resources {GPU_RESOURCE} "
+                             f"{declared!r} (set one of them)")
+        return self
+
 
 def pipeline_problems(pipeline) -> list[tuple[str, str]]:
     """(key, problem) pairs of a PipelineConfig that only a cluster launcher has."""
     cfg = pipeline.kubernetes
+    if pipeline.launcher == "argo" and cfg is not None and cfg.distributed is not None:
+        return [("kubernetes.distributed", "the argo launcher runs no distributed steps; "
+                                           "use launcher: kubernetes (or local)")]
     if pipeline.launcher != "kubernetes":
         return []
     image = cfg.image if cfg is not None else None

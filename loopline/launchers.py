@@ -15,7 +15,18 @@ from loopline.config import ConfigError
 from loopline.kube_config import KubernetesConfig
 from triggers.podspec import PodSettings
 
-__all__ = ["build_launchers", "pod_settings"]
+__all__ = ["build_launchers", "distributed_runs", "pod_settings"]
+
+
+def distributed_runs(models, launcher: str) -> dict[str, Any]:
+    """model -> its `pipeline.kubernetes.distributed` settings, for the models of `launcher` that
+    run distributed (the local launcher runs the same ranks as processes)."""
+    out = {}
+    for name, m in models.items():
+        cfg = m.config.pipeline.kubernetes
+        if m.launcher == launcher and cfg is not None and cfg.distributed is not None:
+            out[name] = cfg.distributed.settings()
+    return out
 
 
 def pod_settings(model, default_namespace: str, default_image: str) -> PodSettings:
@@ -64,7 +75,8 @@ def build_launchers(settings, models) -> dict[str, Any]:
     atexit.register(lease.release)  # Faust exits normally on SIGTERM: hand over now, not after the duration
     launchers: dict[str, Any] = {}
     if pods["kubernetes"]:
-        launchers["kubernetes"] = KubernetesJobLauncher(client, pods["kubernetes"], settings.group, lease=lease)
+        launchers["kubernetes"] = KubernetesJobLauncher(client, pods["kubernetes"], settings.group, lease=lease,
+                                                        distributed=distributed_runs(models, "kubernetes"))
     if pods["argo"]:
         launchers["argo"] = ArgoWorkflowLauncher(client, pods["argo"], settings.group, lease=lease)
     return launchers

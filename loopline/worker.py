@@ -14,7 +14,7 @@ import sys
 
 from agents.app import AppOptions, build_app
 from loopline import config as config_mod
-from loopline.launchers import build_launchers
+from loopline.launchers import build_launchers, distributed_runs
 from adapters.registry import MlflowRegistry
 from loopline.settings import Settings
 from loopline.startup import (EXIT_BROKER_UNREACHABLE, BrokerUnreachable, StartupHealth,
@@ -63,7 +63,8 @@ def build(settings: Settings):
         lag_interval=settings.lag_interval, security=settings.kafka_security,
         deadletter_spill_uri=settings.deadletter_spill_uri
         or (settings.state_dir.resolve() / "deadletter").as_uri())
-    launchers = {"local": LocalLauncher(settings.state_dir.resolve()),
+    launchers = {"local": LocalLauncher(settings.state_dir.resolve(),
+                                        distributed=distributed_runs(models, "local")),
                  **build_launchers(settings, models)}     # kubernetes / argo, if models use them
     return build_app(opts, models, launchers, MlflowRegistry(settings.tracking_uri),
                      drift_checker=drift_checker(settings, models))

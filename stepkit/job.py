@@ -31,7 +31,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +61,7 @@ REQUIRED_ENV = (
 PARAM_PREFIX = "LOOPLINE_PARAM_"
 TAG_PREFIX = "loopline."
 MODEL_ARTIFACT = "model"
+DATASET_DIGEST_MAX = 36      # MLflow's limit on a dataset digest (mlflow.utils.validation)
 
 
 class JobContextError(RuntimeError):
@@ -69,6 +73,19 @@ class MissingInputError(KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
         return str(self.args[0])
+
+
+class TrialPruned(SystemExit):
+    """The sweep's pruner stopped this trial (raised by ``ctx.report``). A SystemExit with code 0:
+    left uncaught, the step exits 0 with the outputs ``{"pruned": true}`` and no traceback, and
+    the coordinator tells the study PRUNED. Catch it only to clean up, then re-raise."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _quiet_mlflow_defaults() -> None:
@@ -112,6 +129,10 @@ def context(env: Mapping[str, str] | None = None) -> JobContext:
         outputs_path=Path(env["LOOPLINE_OUTPUTS"]),
         run_dir=Path(run_dir) if run_dir else None,
         artifact_root=env.get("LOOPLINE_ARTIFACT_ROOT") or None,
+        trial_number=int(env["LOOPLINE_TRIAL_NUMBER"]) if env.get("LOOPLINE_TRIAL_NUMBER") else None,
+        sweep_parent_run_id=env.get("LOOPLINE_SWEEP_PARENT_RUN_ID") or None,
+        sweep_objective=env.get("LOOPLINE_SWEEP_OBJECTIVE") or None,
+        _sweep_fd=int(env["LOOPLINE_SWEEP_FD"]) if env.get("LOOPLINE_SWEEP_FD") else None,
         _inputs=inputs,
     )
 
@@ -163,6 +184,10 @@ class JobContext:
     artifact_root: str | None = None
     request_event: dict[str, Any] | None = None  # the CloudEvent, when the request came as one
     params: dict[str, str] = field(default_factory=dict)
+    trial_number: int | None = None          # in a sweep (triggers.sweep): this trial's number
+    sweep_parent_run_id: str | None = None   # the sweep's MLflow parent run: start_run nests under it
+    sweep_objective: str | None = None       # the metric the sweep optimises
+    _sweep_fd: int | None = field(default=None, repr=False)   # the socket to the sweep coordinator
     _inputs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # -- the request -------------------------------------------------------------------
@@ -242,6 +267,8 @@ class JobContext:
             TAG_PREFIX + "run_name": self.run_name,
             TAG_PREFIX + "data_versions": ",".join(self.data_versions),
         }
+        if self.trial_number is not None:
+            tags[TAG_PREFIX + "trial"] = str(self.trial_number)
         if self.request_event and self.request_event.get("id"):
             tags[lineage_tag("request_id")] = str(self.request_event["id"])
         causes = [str(c) for c in self.request.get("causes") or []]
@@ -257,18 +284,47 @@ class JobContext:
     def start_run(self, **params: Any) -> Iterator[mlflow.ActiveRun]:
         """An MLflow run named ``{run_name}-{step}`` in the experiment named after the model.
 
-        The run ends FINISHED, or FAILED if the block raises.
+        The run ends FINISHED, or FAILED if the block raises. In a sweep it is the trial's child
+        run, ``{run_name}-{step}-trial-<n>`` under the sweep's parent run (``mlflow.parentRunId``),
+        with the trial's parameters logged; a pruned trial's run ends KILLED.
         """
         mlflow = _mlflow()
         experiment_id = self.experiment_id()
-        with mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=f"{self.run_name}-{self.step}",
-            tags=self.run_tags(),
-        ) as run:
+        tags = self.run_tags()
+        name = f"{self.run_name}-{self.step}"
+        if self.trial_number is not None:
+            tags[TAG_PREFIX + "trial"] = str(self.trial_number)
+            name += f"-trial-{self.trial_number}"
+            if self.sweep_parent_run_id:
+                tags["mlflow.parentRunId"] = self.sweep_parent_run_id
+            params = {**self.params, **params}
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
             if params:
                 mlflow.log_params(params)
-            yield run
+            try:
+                yield run
+            except TrialPruned:
+                mlflow.set_tag(TAG_PREFIX + "trial_state", "PRUNED")
+                mlflow.end_run("KILLED")
+                raise
+
+    def report(self, step: int, value: float) -> None:
+        """An intermediate value of the sweep's objective (e.g. after an epoch).
+
+        Recorded on this trial of the study (and, inside ``start_run``, as the objective's metric
+        at ``step``); raises ``TrialPruned`` when the sweep's pruner stops the trial, after
+        writing ``{"pruned": true}`` to the outputs. Outside a sweep it only logs the metric.
+        """
+        value = float(value)
+        mlflow = sys.modules.get("mlflow")
+        if mlflow is not None and mlflow.active_run() is not None:
+            mlflow.log_metric(self.sweep_objective or "objective", value, step=int(step))
+        if self._sweep_fd is None:
+            return
+        answer = _ask_coordinator(self._sweep_fd, {"step": int(step), "value": value})
+        if answer.get("prune"):
+            self.output(pruned=True, pruned_at_step=int(step))
+            raise TrialPruned(f"trial {self.trial_number} pruned at step {step}")
 
     def experiment_id(self) -> str:
         """Id of the experiment named after the model, created if missing."""
@@ -392,42 +448,136 @@ class JobContext:
         self.output(reference_digest=meta["digest"], reference_run_id=run.info.run_id)
         return meta
 
-    def log_model(self, model: Any, input_example: pd.DataFrame, serialization_format: str = "skops") -> str:
-        """Log a scikit-learn model to the active run, register it as ``self.model``.
+    def log_input(self, data: pd.DataFrame | str, *, name: str, digest: str | None = None,
+                  source: str | None = None, context: str = "training") -> dict[str, str]:
+        """Record a dataset this run used (``mlflow.log_input``): MLflow's UI lists it under the
+        run, and `loopline lineage` shows it for the version the run registers.
 
-        The signature is inferred from ``input_example`` and ``model.predict``; the new
-        version is tagged with this step's lineage. Returns the version and writes
-        run_id and model_version to the outputs.
-
-        ``skops`` (MLflow's default) cannot run code when a model is loaded, so an
-        evaluator or server loading a registered version is safe; its import costs
-        ~1.5 s per process. ``cloudpickle`` is faster and handles any estimator, but
-        loading it trusts whoever could write to the registry.
+        ``data`` is a DataFrame (logged as an ``mlflow.data`` pandas dataset: its schema and
+        a row/column profile are kept, not its rows) or a URI (a dataset that is only its
+        source). ``source`` is the URI the rows were read from (file://, s3://, gs://...;
+        default: ``data`` when it is a URI). ``digest`` is the content digest, e.g. the
+        ``sha256:...`` of the batch file; MLflow keeps at most 36 characters of it, so a longer
+        one is stored as its prefix and in full in the input tag ``loopline.digest``. Without a
+        digest MLflow computes one from the frame (or the source). Returns the name, digest
+        and source as logged.
         """
+        _active_run()
+        import mlflow
+        import mlflow.data
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        if source is None and isinstance(data, str):
+            source = data
+        short = digest[:DATASET_DIGEST_MAX] if digest else None
+        if isinstance(data, str) and not source:
+            raise JobContextError("log_input: a dataset given by URI needs that URI")
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice and warns that file:// is ambiguous
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            if isinstance(data, str):
+                dataset = MetaDataset(resolve_dataset_source(source), name=name, digest=short)
+            else:
+                dataset = mlflow.data.from_pandas(data, source=source, name=name, digest=short)
+        tags = {TAG_PREFIX + "digest": digest} if digest and digest != short else None
+        mlflow.log_input(dataset, context=context, tags=tags)
+        return {"name": dataset.name, "digest": digest or dataset.digest,
+                "source": json.loads(dataset.source.to_json()).get("uri", dataset.source.to_json())}
+
+    def log_model(self, model: Any, input_example: pd.DataFrame, serialization_format: str = "skops", *,
+                  flavor: str = "sklearn", signature: Any = None, **flavor_kwargs: Any) -> str:
+        """Log ``model`` with the MLflow flavour ``flavor`` to the active run, register it as ``self.model``.
+
+        ``flavor`` names a module ``mlflow.<flavor>`` ("sklearn", the default; "pyfunc" for an
+        ``mlflow.pyfunc.PythonModel``; "onnx" for an ONNX ``ModelProto``; "xgboost", "pytorch"...);
+        an unknown name is a JobContextError listing the flavours this MLflow can log. The
+        flavour's library is imported here, never when stepkit is. Every version carries a
+        signature and the first rows of ``input_example``: ``signature`` when given, else
+        inferred from the example and the model's predictions on it (``model.predict``, or,
+        for a model without one such as an ONNX graph, the logged model loaded back with
+        ``mlflow.pyfunc.load_model``, exactly as serving loads it). ``flavor_kwargs`` go to
+        the flavour's ``log_model`` (``pip_requirements``, ``artifacts``...). The version is
+        tagged with this step's lineage and ``loopline.flavor``. Returns the version and
+        writes run_id and model_version to the outputs.
+
+        For sklearn, ``skops`` (MLflow's default) cannot run code when a model is loaded, so
+        an evaluator or server loading a registered version is safe; its import costs ~1.5 s
+        per process. ``cloudpickle`` is faster and handles any estimator, but loading it
+        trusts whoever could write to the registry.
+        """
+        module = flavor_module(flavor)          # a bad name fails before anything is logged
         run = _active_run()
         import mlflow
-        import mlflow.sklearn
         from mlflow.models import infer_signature
 
         example = input_example.head(5)
-        info = mlflow.sklearn.log_model(
-            sk_model=model,
-            name=MODEL_ARTIFACT,
-            signature=infer_signature(example, model.predict(example)),
-            input_example=example,
-            serialization_format=serialization_format,
+        kwargs: dict[str, Any] = {"name": MODEL_ARTIFACT, "input_example": example, **flavor_kwargs}
+        if flavor == "sklearn":
+            kwargs.setdefault("serialization_format", serialization_format)
             # explicit requirements skip MLflow's slow import-tracing subprocess
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(
-                include_cloudpickle=serialization_format == "cloudpickle",
-                include_skops=serialization_format == "skops",
-            ),
-        )
+            kwargs.setdefault("pip_requirements", module.get_default_pip_requirements(
+                include_cloudpickle=kwargs["serialization_format"] == "cloudpickle",
+                include_skops=kwargs["serialization_format"] == "skops",
+            ))
+        elif hasattr(module, "get_default_pip_requirements") and "conda_env" not in kwargs:
+            kwargs.setdefault("pip_requirements", module.get_default_pip_requirements())
+        if signature is None and flavor != "pyfunc" and callable(getattr(model, "predict", None)):
+            signature = infer_signature(example, model.predict(example))
+        if signature is not None:
+            kwargs["signature"] = signature
+        if flavor == "pyfunc":                 # its first parameter is not the model
+            kwargs["python_model"] = model
+            info = module.log_model(**kwargs)
+        else:
+            info = module.log_model(model, **kwargs)
+        if info.signature is None:              # e.g. an ONNX graph: ask the model as serving loads it
+            from mlflow.models import set_signature
+
+            loaded = mlflow.pyfunc.load_model(info.model_uri)
+            set_signature(info.model_uri, infer_signature(example, loaded.predict(example)))
         version = self._register(info.model_uri, info.model_id, run.info.run_id)
         self._tag_reference(version, run.info.run_id)
+        self.client.set_model_version_tag(self.model, version, TAG_PREFIX + "flavor", flavor)
         mlflow.set_tag(TAG_PREFIX + "model_version", version)
         self.output(run_id=run.info.run_id, model_version=version, reused=False)
         return version
 
+
+def known_flavors() -> list[str]:
+    """The MLflow flavours that can log a model (``mlflow.<name>.log_model`` exists), found
+    without importing any of them (importing one would import its ML library)."""
+    import importlib.util
+    import re
+
+    import mlflow
+
+    names = []
+    for name in sorted(vars(mlflow)):
+        spec = importlib.util.find_spec(f"mlflow.{name}") if not name.startswith("_") else None
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        try:
+            source = Path(spec.origin).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if re.search(r"^def log_model\(|^log_model =|\bimport log_model\b|^\s+log_model,", source, re.M):
+            names.append(name)
+    return names
+
+
+def flavor_module(flavor: str) -> Any:
+    """The module ``mlflow.<flavor>``; a JobContextError naming the known flavours otherwise."""
+    import importlib
+
+    known = known_flavors()
+    if flavor not in known:
+        raise JobContextError(f"log_model: unknown MLflow flavour {flavor!r}; known flavours: {', '.join(known)}")
+    try:
+        return importlib.import_module(f"mlflow.{flavor}")
+    except ImportError as exc:
+        raise JobContextError(f"log_model: MLflow flavour {flavor!r} needs a library this step's "
+                              f"environment lacks: {exc}") from exc
 
 def _copy_reference_tags(client: Any, model: str, version: str, run_id: str) -> None:
     from stepkit import reference
@@ -436,6 +586,22 @@ def _copy_reference_tags(client: Any, model: str, version: str, run_id: str) -> 
     for name in (reference.TAG_DIGEST, reference.TAG_VERSIONS):
         if tags.get(name):
             client.set_model_version_tag(model, version, name, tags[name])
+
+
+_COORDINATOR: dict[int, Any] = {}
+
+
+def _ask_coordinator(fd: int, message: dict[str, Any]) -> dict[str, Any]:
+    """One line to the sweep coordinator over the inherited socket, one line back."""
+    stream = _COORDINATOR.get(fd)
+    if stream is None:
+        stream = _COORDINATOR[fd] = socket.socket(fileno=fd).makefile("rwb")
+    stream.write(json.dumps(message).encode() + b"\n")
+    stream.flush()
+    line = stream.readline()
+    if not line:
+        raise JobContextError("the sweep coordinator closed its socket (the sweep was stopped?)")
+    return json.loads(line)
 
 
 def _mlflow() -> Any:

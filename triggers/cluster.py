@@ -18,6 +18,12 @@ Both implement the agents' `Launcher` port exactly like `LocalLauncher`:
   configured retention, which must also outlast the worker's longest downtime;
 - spec(run) rebuilds the LaunchSpec from the object's annotation.
 
+Distributed runs (`pipeline.kubernetes.distributed`, triggers.render_distributed): the Job
+launcher creates an Indexed Job, then its headless Service owned by the Job (409 on either is
+the redelivery: the Service is still made sure of, with the existing Job's uid); models in
+mode `pytorchjob` go to a PyTorchJob launcher inside it (its own watch on kubeflow.org
+pytorchjobs), so the trainer still sees one `kubernetes` launcher.
+
 Which worker reports: the holder of a coordination.k8s.io Lease (triggers.lease), asked
 on every poll(); `leads()` says, without an API call, whether this worker may still
 report (the trainer asks before each report). Without a Lease (one worker, tests) the
@@ -47,10 +53,22 @@ from triggers.podspec import (
     owner_selector,
     spec_from_annotations,
 )
+from triggers.render_distributed import (
+    Distributed,
+    PYTORCH_CONTAINER,
+    PYTORCH_JOB_NAME_LABEL,
+    distributed_job_status,
+    failed_rank,
+    pod_rank,
+    pytorchjob_status,
+    render_indexed_job,
+    render_pytorchjob,
+    render_service,
+)
 from triggers.render_job import CONTAINER, job_status, parse_report, render_job
 from triggers.render_workflow import failed_pod_node, render_workflow, workflow_status
 
-__all__ = ["ArgoWorkflowLauncher", "ClusterLauncher", "KubernetesJobLauncher"]
+__all__ = ["ArgoWorkflowLauncher", "ClusterLauncher", "KubernetesJobLauncher", "PyTorchJobLauncher"]
 
 log = logging.getLogger("loopline.cluster")
 LOG_TAIL_LINES = 20
@@ -258,16 +276,110 @@ class ClusterLauncher:
                 self._annotations.pop(name, None)
 
 
+def _rank_reports(client: kube.KubeClient, namespace: str, selector: str, container: str
+                  ) -> tuple[dict[int, Any], dict[int, str]]:
+    """({rank: report or None}, {rank: pod name}) of a distributed run's pods (the newest pod per rank)."""
+    newest: dict[int, dict[str, Any]] = {}
+    for pod in client.pods(namespace, selector):
+        rank = pod_rank(pod)
+        if rank is None:
+            continue
+        stamp = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+        if rank not in newest or stamp >= ((newest[rank].get("metadata") or {}).get("creationTimestamp") or ""):
+            newest[rank] = pod
+    reports: dict[int, Any] = {}
+    for rank, pod in newest.items():
+        reports[rank] = None
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            if cs.get("name") == container:
+                reports[rank] = parse_report(((cs.get("state") or {}).get("terminated") or {}).get("message"))
+    return reports, {rank: pod["metadata"]["name"] for rank, pod in newest.items()}
+
+
+def _distributed_status(client: kube.KubeClient, obj: dict[str, Any], selector: str, container: str, read):
+    """Status of a terminal distributed run from its ranks' reports, with the failed rank's log tail."""
+    status = read(obj)
+    if not status.terminal:
+        return status
+    namespace = obj["metadata"].get("namespace") or "default"
+    try:
+        reports, pods = _rank_reports(client, namespace, selector, container)
+        tail, rank = (), None
+        if status.phase == FAILED:
+            rank = failed_rank(reports)
+            rank = rank if rank is not None else (0 if 0 in pods else None)
+            if rank is not None:
+                tail = client.log_tail(namespace, pods[rank], container, LOG_TAIL_LINES)
+        return read(obj, reports, tail, rank)
+    except Exception as exc:  # noqa: BLE001 - pods may be gone (TTL, eviction): the object's status counts
+        log.info("%s %s: no pod reports (%s)", obj.get("kind"), status.run_name, exc)
+        return status
+
+
+class PyTorchJobLauncher(ClusterLauncher):
+    """One kubeflow.org/v1 PyTorchJob per run (Training Operator v1); see triggers.render_distributed."""
+
+    kind = "kubernetes"
+    resource = kube.PYTORCHJOBS
+
+    def __init__(self, client: kube.KubeClient, pods: Mapping[str, PodSettings], owner: str,
+                 distributed: Mapping[str, Distributed], watch_timeout: int = 300, lease: Lease | None = None) -> None:
+        super().__init__(client, pods, owner, watch_timeout, lease)
+        self.distributed = dict(distributed)
+
+    def render(self, spec: LaunchSpec, pod: PodSettings) -> dict[str, Any]:
+        return render_pytorchjob(spec, pod, self.owner, self.distributed[spec.model])
+
+    def to_status(self, obj: dict[str, Any]) -> RunStatus:
+        return _distributed_status(self.client, obj, f"{PYTORCH_JOB_NAME_LABEL}={obj['metadata']['name']}",
+                                   PYTORCH_CONTAINER, pytorchjob_status)
+
+
 class KubernetesJobLauncher(ClusterLauncher):
-    """One batch/v1 Job per run; see triggers.render_job for the mapping."""
+    """One batch/v1 Job per run; see triggers.render_job for the mapping.
+
+    `distributed` (model -> Distributed): those models run as an Indexed Job + headless Service,
+    or (mode pytorchjob) as a PyTorchJob through the inner `self.pytorch` launcher.
+    """
 
     kind = "kubernetes"
     resource = kube.JOBS
 
+    def __init__(self, client: kube.KubeClient, pods: Mapping[str, PodSettings], owner: str,
+                 watch_timeout: int = 300, lease: Lease | None = None,
+                 distributed: Mapping[str, Distributed] | None = None) -> None:
+        distributed = dict(distributed or {})
+        torch = {m: d for m, d in distributed.items() if d.mode == "pytorchjob"}
+        super().__init__(client, {m: p for m, p in pods.items() if m not in torch}, owner, watch_timeout, lease)
+        self.indexed = {m: d for m, d in distributed.items() if m not in torch}
+        self.pytorch = PyTorchJobLauncher(client, {m: p for m, p in pods.items() if m in torch}, owner, torch,
+                                          watch_timeout, lease) if torch else None
+
     def render(self, spec: LaunchSpec, pod: PodSettings) -> dict[str, Any]:
-        return render_job(spec, pod, self.owner)
+        dist = self.indexed.get(spec.model)
+        return render_indexed_job(spec, pod, self.owner, dist) if dist else render_job(spec, pod, self.owner)
+
+    def submit(self, spec: LaunchSpec) -> bool:
+        if self.pytorch is not None and spec.model in self.pytorch.pods:
+            return self.pytorch.submit(spec)
+        dist = self.indexed.get(spec.model)
+        if dist is None:
+            return super().submit(spec)
+        pod = self.pods[spec.model]
+        body = self.render(spec, pod)
+        job = self.client.create_object(kube.JOBS, pod.namespace, body)
+        created = job is not None
+        if job is None:  # a redelivery: the Job exists; its Service may not (the last submit died in between)
+            job = self.client.get(kube.JOBS, pod.namespace, spec.run_name)
+            if job is None:
+                raise kube.ApiError(f"Job {pod.namespace}/{spec.run_name} exists (409) but cannot be read", 409)
+        self.client.create(kube.SERVICES, pod.namespace, render_service(spec, pod, self.owner, dist, job))
+        return created
 
     def to_status(self, obj: dict[str, Any]) -> RunStatus:
+        if (obj.get("spec") or {}).get("completionMode") == "Indexed":
+            return _distributed_status(self.client, obj, f"job-name={obj['metadata']['name']}", CONTAINER,
+                                       distributed_job_status)
         status = job_status(obj)
         if not status.terminal:
             return status
@@ -285,6 +397,34 @@ class KubernetesJobLauncher(ClusterLauncher):
         except Exception as exc:  # noqa: BLE001 - pods may be gone (TTL, eviction): the Job's status counts
             log.info("job %s: no pod report (%s)", status.run_name, exc)
         return job_status(obj, report, tail)
+
+
+    # --- the PyTorchJob launcher inside: the trainer sees one `kubernetes` launcher ------------
+
+    def poll(self) -> list[RunStatus]:
+        changed = super().poll()
+        return changed + self.pytorch.poll() if self.pytorch is not None else changed
+
+    def mark_reported(self, run_name: str) -> None:
+        super().mark_reported(run_name)
+        if self.pytorch is not None:
+            self.pytorch.mark_reported(run_name)
+
+    def spec(self, run_name: str) -> LaunchSpec | None:
+        found = super().spec(run_name) if self.pods else None
+        return found if found is not None or self.pytorch is None else self.pytorch.spec(run_name)
+
+    def status(self, run_name: str) -> RunStatus | None:
+        found = super().status(run_name)
+        return found if found is not None or self.pytorch is None else self.pytorch.status(run_name)
+
+    def close(self) -> None:
+        super().close()
+        if self.pytorch is not None:
+            self.pytorch.close()
+
+    def wait_synced(self, timeout: float = 10.0) -> bool:
+        return super().wait_synced(timeout) and (self.pytorch is None or self.pytorch.wait_synced(timeout))
 
 
 class ArgoWorkflowLauncher(ClusterLauncher):

@@ -10,7 +10,9 @@ creates, reads, lists, watches and patches them:
   for the run watcher's leader election, get / create / replace of a
   coordination.k8s.io/v1 Lease (replace is conditional on the resourceVersion: 409
   Conflict -> None). Objects are plain JSON dicts. These are exactly the verbs the
-  Helm chart's Role grants (no delete, no secrets).
+  Helm chart's Role grants (no delete, no secrets). Distributed runs add a core/v1
+  Service (create only: it is owned by its Job, the garbage collector removes it) and
+  Kubeflow PyTorchJobs (a custom object, like Workflows).
 - `Watcher` is a thread that follows one resource in one namespace: list, then watch
   from the list's resourceVersion; after a disconnect it resumes from the last
   resourceVersion it saw, so no change is lost; on 410 Gone (the server compacted
@@ -37,7 +39,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
-__all__ = ["ARGO_WORKFLOWS", "JOBS", "LEASES", "ApiError", "Gone", "KubeClient", "Resource", "Watcher", "connect"]
+__all__ = ["ARGO_WORKFLOWS", "JOBS", "LEASES", "PYTORCHJOBS", "SERVICES", "ApiError", "Gone", "KubeClient", "Resource", "Watcher", "connect"]
 
 log = logging.getLogger("loopline.kube")
 
@@ -57,6 +59,8 @@ class Resource:
 JOBS = Resource("batch", "v1", "jobs", "Job")
 ARGO_WORKFLOWS = Resource("argoproj.io", "v1alpha1", "workflows", "Workflow")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+SERVICES = Resource("", "v1", "services", "Service")
+PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 MERGE_PATCH = "application/merge-patch+json"  # custom resources take no strategic merge patch
 
 
@@ -133,18 +137,18 @@ class KubeClient:
 
     def create(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> bool:
         """Create; False if an object of that name already exists (409: idempotent success)."""
-        try:
-            if res is JOBS:
-                self.batch.create_namespaced_job(namespace, dict(body), _preload_content=False,
-                                                 _request_timeout=self.timeout)
-            else:
-                self.custom.create_namespaced_custom_object(res.group, res.version, namespace, res.plural, dict(body),
-                                                            _preload_content=False, _request_timeout=self.timeout)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise _error(exc, f"create {res.kind} {namespace}/{body['metadata']['name']}") from None
-        return True
+        return self.create_object(res, namespace, body) is not None
+
+    def create_object(self, res: Resource, namespace: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create; the created object (with its uid), or None if that name exists (409)."""
+        if res is JOBS:
+            request = partial(self.batch.create_namespaced_job, namespace, dict(body))
+        elif res is SERVICES:
+            request = partial(self.core.create_namespaced_service, namespace, dict(body))
+        else:
+            request = partial(self.custom.create_namespaced_custom_object, res.group, res.version, namespace,
+                              res.plural, dict(body))
+        return self._call(request, f"create {res.kind} {namespace}/{body['metadata']['name']}", absent=409)
 
     def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         if res is JOBS:

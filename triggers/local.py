@@ -29,7 +29,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from triggers.local_runner import (
     PID_FILE,
@@ -66,8 +68,12 @@ class LocalLauncher:
     kind = "local"
 
     def __init__(self, state_dir: str | Path, python: str = sys.executable,
-                 fork_server: bool = True) -> None:
+                 fork_server: bool = True, distributed: Mapping[str, Any] | None = None) -> None:
+        """`distributed`: model -> its number of ranks (or anything with `.workers`, e.g. a
+        triggers.render_distributed.Distributed): each step of its runs runs as that many
+        processes with the torchrun contract (see triggers.local_runner)."""
         self.state_dir = Path(state_dir).resolve()
+        self.distributed = {model: int(getattr(d, "workers", d)) for model, d in (distributed or {}).items()}
         self.runs_dir = self.state_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.python = python
@@ -133,6 +139,8 @@ class LocalLauncher:
         off or failing, as `python -m triggers.local_runner RUN_DIR` (an interpreter start)."""
         data = spec.to_dict()
         data["workdir"] = os.path.abspath(spec.workdir)  # the runner's cwd is the run dir
+        if self.distributed.get(spec.model, 1) > 1:
+            data["distributed"] = {"workers": self.distributed[spec.model]}
         if not (run_dir / SPEC_FILE).exists():          # a resumed claim keeps its spec
             atomic_write_json(run_dir / SPEC_FILE, data)
         (run_dir / STEPS_DIR).mkdir(exist_ok=True)
@@ -410,6 +418,7 @@ def _pending_status(run_dir: Path) -> RunStatus | None:
 
 def _kill_orphan_step(run_dir: Path) -> None:
     """A step keeps running when its runner is SIGKILLed (own session): stop its group."""
-    pid = read_pid_file(run_dir / STEP_PID_FILE)
-    if pid is not None and pid_alive(*pid):
-        kill_group(pid[0], signal.SIGKILL)
+    for path in [run_dir / STEP_PID_FILE, *sorted(run_dir.glob("step.rank*.pid"))]:  # every rank's
+        pid = read_pid_file(path)
+        if pid is not None and pid_alive(*pid):
+            kill_group(pid[0], signal.SIGKILL)

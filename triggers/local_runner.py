@@ -15,6 +15,14 @@ worker needs to know later is a file in RUN_DIR:
                                   ended (wall clock; what the step itself took, incl. start-up)
     reported                      marker: the terminal status was acknowledged (launcher)
 
+A distributed model (spec.json `"distributed": {"workers": N}`, written by the launcher) runs
+each step as N processes with the torchrun contract (triggers.render_distributed.local_contract:
+MASTER_ADDR=127.0.0.1, a free MASTER_PORT per attempt, WORLD_SIZE=N, RANK 0..N-1). Rank 0 is
+the step as above (its log, its outputs, step.pid); rank i>0 writes steps/<step>.rank<i>.log
+and steps/<step>.rank<i>.outputs.json, its pid in step.rank<i>.pid. The step succeeds when
+every rank exits 0; the first rank that fails fails it ("step train rank 2 exited with code 3",
+that rank's log tail) and the others are stopped (SIGTERM, SIGKILL after the grace period).
+
 Steps run one at a time in topological order, as argv lists (never a shell), each
 in its own process group so a timeout or a cancel can kill everything it spawned.
 The small file helpers live here too because the launcher reads what this writes.
@@ -27,6 +35,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from triggers.conditions import parse as parse_condition
+from triggers.render_distributed import local_contract
 from triggers.pipeline import (
     FAILED,
     PENDING,
@@ -174,9 +184,11 @@ class _StepFailed(Exception):
 class _Runner:
     """Runs a LaunchSpec's steps and keeps status.json true at every transition."""
 
-    def __init__(self, run_dir: Path, spec: LaunchSpec) -> None:
+    def __init__(self, run_dir: Path, spec: LaunchSpec, ranks: int = 1) -> None:
         self.run_dir = run_dir
         self.spec = spec
+        self.ranks = max(1, int(ranks))
+        self.rank_procs: list[subprocess.Popen[bytes]] = []
         self.steps_dir = run_dir / STEPS_DIR
         self.phases: dict[str, str] = {step.name: PENDING for step in spec.pipeline.order()}
         self.outputs: dict[str, dict[str, Any]] = {}
@@ -189,6 +201,9 @@ class _Runner:
         self.cancelled = True
         if self.current is not None and self.current.returncode is None:
             kill_group(self.current.pid, signal.SIGTERM)
+        for proc in self.rank_procs:
+            if proc.returncode is None:
+                kill_group(proc.pid, signal.SIGTERM)
 
     def run(self) -> int:
         self.steps_dir.mkdir(exist_ok=True)
@@ -246,9 +261,17 @@ class _Runner:
         self.write(RUNNING)
         log_path = self.steps_dir / f"{step.name}.log"
         outputs_path = self.steps_dir / f"{step.name}.outputs.json"
+        if step.sweep is not None:
+            return self.run_sweep(step, argv, outputs_path)
         print(f"step {step.name}: starting {argv!r}", flush=True)
         started = time.time()
-        code, timed_out = self.execute(step, argv, log_path, outputs_path)
+        failed_rank = None
+        if self.ranks > 1:
+            code, timed_out, failed_rank = self.execute_ranks(step, argv, log_path, outputs_path)
+            if failed_rank:
+                log_path = self.steps_dir / f"{step.name}.rank{failed_rank}.log"
+        else:
+            code, timed_out = self.execute(step, argv, log_path, outputs_path)
         atomic_write_json(self.steps_dir / f"{step.name}.times.json",
                           {"started_at": started, "finished_at": time.time()})
         print(f"step {step.name}: finished code={code} timed_out={timed_out}", flush=True)
@@ -259,8 +282,81 @@ class _Runner:
             reason = f"DeadlineExceeded: step {step.name} ran past {format_seconds(step.timeout_seconds)}s"
             raise _StepFailed(reason, tail_lines(log_path))
         if code != 0:
-            raise _StepFailed(_exit_reason(step.name, code), tail_lines(log_path), retryable=True)
+            who = step.name if failed_rank is None else f"{step.name} rank {failed_rank}"
+            raise _StepFailed(_exit_reason(who, code), tail_lines(log_path), retryable=True)
         return _read_outputs(step.name, outputs_path, log_path)
+
+    def run_sweep(self, step: Step, argv: tuple[str, ...], outputs_path: Path) -> dict[str, Any]:
+        """A sweep step: triggers.sweep runs its command once per trial (imported here only:
+        it brings Optuna, and every other run must start fast)."""
+        from triggers.sweep import SweepFailed, run_sweep
+
+        print(f"step {step.name}: sweep of {argv!r}", flush=True)
+        started = time.time()
+        try:
+            outputs = run_sweep(step.name, step.sweep or {}, argv, self.step_env(step, outputs_path),
+                                self.spec.workdir, self.steps_dir, self.run_dir, lambda: self.cancelled)
+        except SweepFailed as failure:
+            tail = tail_lines(failure.log_path) if failure.log_path else ()
+            raise _StepFailed(failure.reason, tail) from None
+        finally:
+            atomic_write_json(self.steps_dir / f"{step.name}.times.json",
+                              {"started_at": started, "finished_at": time.time()})
+        atomic_write_json(outputs_path, outputs)
+        return outputs
+
+    def execute_ranks(self, step: Step, argv: tuple[str, ...], log_path: Path, outputs_path: Path
+                      ) -> tuple[int, bool, int | None]:
+        """Start the step once per rank (each its own process group); (exit code, timed out, failed rank).
+
+        All exit 0: (0, False, None). The first rank seen failing (lowest rank among those found
+        failed at once) gives the code; the other ranks are stopped then."""
+        port = free_port()
+        self.rank_procs = []
+        try:
+            for rank in range(self.ranks):
+                rank_log = log_path if rank == 0 else self.steps_dir / f"{step.name}.rank{rank}.log"
+                rank_outputs = outputs_path if rank == 0 else self.steps_dir / f"{step.name}.rank{rank}.outputs.json"
+                env = self.step_env(step, rank_outputs)
+                env.update(local_contract(rank, self.ranks, port))
+                with rank_log.open("ab") as log:
+                    try:
+                        proc = subprocess.Popen(argv, cwd=self.spec.workdir, env=env, stdin=subprocess.DEVNULL,
+                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                                close_fds=True)
+                    except OSError as exc:
+                        log.write(f"could not start {argv!r}: {exc}\n".encode())
+                        raise _StepFailed(f"step {step.name} rank {rank} could not start: {exc}",
+                                          tail_lines(rank_log)) from None
+                self.rank_procs.append(proc)
+                write_pid_file(self.run_dir / _rank_pid_file(rank), proc.pid)
+            return self.wait_ranks(step.timeout_seconds)
+        finally:
+            for rank, proc in enumerate(self.rank_procs):
+                kill_group(proc.pid, signal.SIGKILL)  # whatever a rank left behind in its group
+                if proc.returncode is None:
+                    proc.wait()
+                (self.run_dir / _rank_pid_file(rank)).unlink(missing_ok=True)
+            self.rank_procs = []
+
+    def wait_ranks(self, timeout: float | None) -> tuple[int, bool, int | None]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        procs = self.rank_procs
+        while True:
+            codes = [proc.poll() for proc in procs]
+            failed = [rank for rank, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                _stop_all(procs)
+                return codes[failed[0]] or 1, False, failed[0]
+            if all(code == 0 for code in codes):
+                return 0, False, None
+            if self.cancelled:
+                _stop_all(procs)
+                return 1, False, None
+            if deadline is not None and time.monotonic() >= deadline:
+                _stop_all(procs)
+                return 1, True, None
+            time.sleep(0.02)
 
     def execute(self, step: Step, argv: tuple[str, ...], log_path: Path, outputs_path: Path) -> tuple[int, bool]:
         """Start the step in its own process group, wait for it; (exit code, timed out)."""
@@ -354,6 +450,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every live rank's group at once, SIGKILL what is left after the grace period."""
+    live = [proc for proc in procs if proc.poll() is None]
+    for proc in live:
+        kill_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STEP_KILL_GRACE
+    for proc in live:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _rank_pid_file(rank: int) -> str:
+    return STEP_PID_FILE if rank == 0 else f"step.rank{rank}.pid"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for MASTER_PORT; rank 0 binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _exit_reason(step: str, code: int) -> str:
     if code < 0:
         try:
@@ -427,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = LaunchSpec.from_dict(json.loads((run_dir / SPEC_FILE).read_text()))
     except Exception as exc:  # noqa: BLE001 - any bad spec must end as a Failed run, not a hang
         return _fail_without_spec(run_dir, f"invalid spec.json: {exc}")
-    runner = _Runner(run_dir, spec)
+    distributed = (read_json(run_dir / SPEC_FILE) or {}).get("distributed") or {}
+    runner = _Runner(run_dir, spec, ranks=int(distributed.get("workers") or 1))
     signal.signal(signal.SIGTERM, runner.on_signal)
     signal.signal(signal.SIGINT, runner.on_signal)
     return runner.run()

@@ -49,7 +49,7 @@ PLACEHOLDER_RE = re.compile(r"\{\{\s*steps\.([a-z0-9-]+)\.outputs\.([A-Za-z0-9_]
 # Anything that starts like a step placeholder; used to reject typos instead of passing them through.
 _PLACEHOLDER_LIKE_RE = re.compile(r"\{\{\s*steps\.[^}]*\}?\}?")
 _STEP_KEYS = frozenset({"name", "command", "depends", "when", "env", "image", "timeout_seconds",
-                        "retries", "retry_backoff_seconds"})
+                        "retries", "retry_backoff_seconds", "sweep"})
 
 
 class PipelineError(ValueError):
@@ -78,6 +78,9 @@ class Step:
     timeout_seconds: float | None = None
     retries: int = 0                    # a failing step runs again up to this many times...
     retry_backoff_seconds: float = 1.0  # ...after 1x, 2x, 4x... this pause
+    # A sweep step: its command is one trial, run many times by triggers.sweep (plain data,
+    # validated by loopline.config.SweepConfig; the keys are listed in triggers.sweep).
+    sweep: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Accept lists from YAML/JSON, but leave a bare string alone so validation can
@@ -100,6 +103,7 @@ class Step:
             "timeout_seconds": self.timeout_seconds,
             "retries": self.retries,
             "retry_backoff_seconds": self.retry_backoff_seconds,
+            **({"sweep": dict(self.sweep)} if self.sweep is not None else {}),
         }
 
     @classmethod
@@ -316,6 +320,8 @@ def _step_errors(step: Step, known: set[Any]) -> list[str]:
         errors.append(f"{label}: timeout_seconds must be a positive number")
     if step.when is not None and not isinstance(step.when, str):
         errors.append(f"{label}: when must be a string")
+    if step.sweep is not None and not isinstance(step.sweep, Mapping):
+        errors.append(f"{label}: sweep must be a mapping")
     return errors
 
 

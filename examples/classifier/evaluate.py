@@ -7,6 +7,13 @@ wrote, logs the numbers to the candidate's run and outputs them for the evaluato
 gate. No champion is normal for a model's first version; a champion that cannot be
 loaded or scored is reported as ``champion_error``, not a crash.
 
+Slices: the example data has no natural segment column, so the slice ``segment`` is derived
+from the sign of ``f0`` (``neg``/``pos``: both concepts weigh f0, so a model can be good on
+one side and poor on the other). Accuracy per slice is reported as flat keys of the metrics,
+``accuracy@segment=neg``, the form the gate's sliced checks read. Latency: the candidate's
+predict() on one row at a time, for up to ``LATENCY_ROWS`` holdout rows (the request size
+serving sees most), reported as ``candidate_latency_ms_p95`` for the gate's infra check.
+
 Run: python -m examples.classifier.evaluate
 """
 
@@ -26,6 +33,8 @@ from stepkit.job import JobContext, context
 
 LABEL = "label"
 CHAMPION = "champion"
+SLICE = "segment"
+LATENCY_ROWS = 200      # single-row predict() calls timed; ~1-2 ms each through pyfunc
 
 
 def load(ctx: JobContext, version: str) -> Any:
@@ -47,7 +56,31 @@ def score(model: Any, holdout: pd.DataFrame) -> dict[str, float]:
     proba = _positive_proba(model, x)
     if proba is not None and len(np.unique(y)) == 2:
         metrics["roc_auc"] = float(roc_auc_score(y, proba))
+    segments = segment(holdout)
+    for value in sorted(set(segments)):
+        rows = segments == value
+        metrics[f"accuracy@{SLICE}={value}"] = float(accuracy_score(y[rows], pred[rows]))
     return metrics
+
+
+def segment(holdout: pd.DataFrame) -> np.ndarray:
+    """The slice column of each holdout row: the sign of f0, as neg/pos."""
+    return np.where(holdout["f0"].to_numpy() < 0, "neg", "pos")
+
+
+def latency_p95_ms(model: Any, holdout: pd.DataFrame, rows: int = LATENCY_ROWS) -> float:
+    """p95 of predict() on one row at a time over (a seeded sample of) the holdout, in ms."""
+    x = holdout.drop(columns=[LABEL])
+    if len(x) > rows:
+        x = x.sample(rows, random_state=0)
+    model.predict(x.iloc[:1])                     # the first call pays one-off costs
+    timings = []
+    for i in range(len(x)):
+        row = x.iloc[i:i + 1]
+        started = time.perf_counter()
+        model.predict(row)
+        timings.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(timings, 95))
 
 
 def _positive_proba(model: Any, x: pd.DataFrame) -> np.ndarray | None:
@@ -85,11 +118,18 @@ def evaluate_champion(ctx: JobContext, holdout: pd.DataFrame) -> dict[str, Any]:
 
 def log_to_candidate_run(ctx: JobContext, run_id: str, result: dict[str, Any]) -> None:
     now = int(time.time() * 1000)
-    metrics = [Metric(f"eval_candidate_{k}", v, now, 0) for k, v in result["candidate_metrics"].items()]
-    metrics += [Metric(f"eval_champion_{k}", v, now, 0) for k, v in (result["champion_metrics"] or {}).items()]
+    metrics = [Metric(_metric_name(f"eval_candidate_{k}"), v, now, 0) for k, v in result["candidate_metrics"].items()]
+    metrics += [Metric(_metric_name(f"eval_champion_{k}"), v, now, 0)
+                for k, v in (result["champion_metrics"] or {}).items()]
+    metrics.append(Metric("eval_candidate_latency_ms_p95", result["candidate_latency_ms_p95"], now, 0))
     tags = [RunTag("loopline.eval.champion_version", str(result["champion_version"] or "")),
             RunTag("loopline.eval.holdout_rows", str(result["holdout_rows"]))]
     ctx.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+
+def _metric_name(key: str) -> str:
+    """MLflow metric names take no @ or =: accuracy@segment=neg is logged as accuracy/segment/neg."""
+    return key.replace("@", "/").replace("=", "/")
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -98,6 +138,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     version = str(train["model_version"])
     candidate = load(ctx, version)
     result = {"candidate_version": version, "candidate_metrics": score(candidate, holdout),
+              "candidate_latency_ms_p95": latency_p95_ms(candidate, holdout),
               "holdout_rows": len(holdout), **evaluate_champion(ctx, holdout)}
     run_id = train.get("run_id") or ctx.client.get_model_version(ctx.model, version).run_id
     log_to_candidate_run(ctx, run_id, result)
@@ -106,7 +147,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
 
 def _summary(result: dict[str, Any]) -> str:
-    line = f"candidate v{result['candidate_version']} accuracy {result['candidate_metrics']['accuracy']:.3f}"
+    line = (f"candidate v{result['candidate_version']} accuracy {result['candidate_metrics']['accuracy']:.3f}"
+            f" (predict p95 {result['candidate_latency_ms_p95']:.2f} ms)")
     if result.get("champion_error"):
         return f"{line}; champion v{result['champion_version']} failed: {result['champion_error']}"
     if result["champion_version"] is None:

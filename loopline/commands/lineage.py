@@ -3,7 +3,8 @@
 The triggering events (each with what the retrain policy decided on it: a batch that only
 counted toward the request says "skipped: 400/1000 new rows"), the training request, the run,
 the data versions, the evaluation with its numbers, the promotion and every deployment (with
-the operator command behind it, if any), rebuilt from the topics and from MLflow. The chain's ids are also on the version's tags
+the operator command behind it, if any), rebuilt from the topics and from MLflow; the run's
+dataset inputs (name, digest, source, logged by the step with `ctx.log_input`) come from MLflow. The chain's ids are also on the version's tags
 (`loopline.lineage.*`, written by the job, the evaluator and the deployer), so once the topics'
 retention has passed the same chain is still named, by ids, from the tags alone (`--no-topics`
 shows exactly that view).
@@ -58,7 +59,8 @@ def collect(settings: Settings, model: str, version: str, topics: bool = True) -
             run = client.get_run(mv.run_id)
             run_info.update(experiment_id=run.info.experiment_id, tags=dict(run.data.tags),
                             metrics=dict(run.data.metrics), status=run.info.status,
-                            link=render.run_link(settings.tracking_uri, run.info.experiment_id, mv.run_id))
+                            link=render.run_link(settings.tracking_uri, run.info.experiment_id, mv.run_id),
+                            datasets=datasets_of(run))
         except MlflowException:
             pass
     events = read_events(settings.broker, settings.topics, **settings.kafka_security.kafka_python()) if topics else []
@@ -123,7 +125,8 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
         "run": {"run_id": run.get("run_id"), "link": run.get("link"), "status": run.get("status"),
                 "causation_id": run_tags.get("loopline.causation_id"),
                 "data_versions": [v for v in (run_tags.get("loopline.data_versions") or "").split(",") if v],
-                "metrics": _eval_metrics(run.get("metrics") or {})},
+                "metrics": _eval_metrics(run.get("metrics") or {}),
+                "datasets": list(run.get("datasets") or [])},
         "data_versions": data_versions,
         "gate": tags.get("loopline.gate"),
         "evaluation": _evaluation(evaluation, tags),
@@ -135,6 +138,27 @@ def build(model: str, version: str, tags: dict[str, str], run: dict[str, Any],
         "retired": [_deployment(s, by_id) for s in retired],
         "rollouts": rollouts_of(events, version),
     }
+
+
+def datasets_of(run) -> list[dict[str, Any]]:
+    """The run's MLflow dataset inputs (`ctx.log_input`): name, digest, source URI, context.
+
+    The digest is the full one the step gave when MLflow had to shorten it (input tag
+    `loopline.digest`); the source is the URI of the source's JSON, or that JSON itself.
+    """
+    out = []
+    inputs = getattr(run, "inputs", None)
+    for item in (getattr(inputs, "dataset_inputs", None) or []):
+        tags = {t.key: t.value for t in item.tags or []}
+        d = item.dataset
+        try:
+            source = json.loads(d.source).get("uri") or d.source
+        except (TypeError, ValueError, AttributeError):
+            source = d.source
+        out.append({"name": d.name, "digest": tags.get("loopline.digest") or d.digest,
+                    "source": source, "source_type": d.source_type,
+                    "context": tags.get("mlflow.data.context")})
+    return out
 
 
 def rollouts_of(events: Iterable, version: str | None = None) -> list[dict[str, Any]]:
@@ -253,6 +277,12 @@ def show(chain: dict, console=None) -> None:
         run_node.add(f"{render.short_type(s.get('type', 'finished'))} {s['id']}"
                      + (f" in {duration:.1f}s" if duration else ""))
     tree.add(f"data versions {', '.join(chain['data_versions']) or '-'}")
+    datasets = run.get("datasets") or []
+    if datasets:
+        node = tree.add("datasets (MLflow inputs)")
+        for d in datasets:
+            node.add(f"{escape(d['name'])} [dim]{d.get('context') or ''}[/] {d['digest']} "
+                     f"{escape(str(d['source']))}")
     evaluation = chain["evaluation"]
     if evaluation:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in (evaluation.get("candidate_metrics") or {}).items()

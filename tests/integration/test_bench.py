@@ -149,3 +149,13 @@ def test_ui_benchmark():
     assert finite(result["median_ms"], result["api_response_end_median_ms"], *result["loads_ms"])
     assert result["dom_nodes"] < 300 and result["console_errors"] == []     # marks are paths, not nodes
     assert result["holds"] == (result["median_ms"] <= ui.GOAL_MS)
+
+
+def test_sweep_benchmark():
+    result = bench_main.QUICK["sweep"]()
+    json.dumps(result)
+    assert (result["trials"], result["parallelism"]) == (4, 2)
+    assert result["sweep"]["trials"] == {"complete": 4, "pruned": 0, "failed": 0}
+    assert result["loop"]["complete"] == 4
+    assert finite(result["sweep"]["seconds"], result["loop"]["seconds"], result["ratio"])
+    assert result["ratio"] == common.ratio(result["sweep"]["seconds"], result["loop"]["seconds"])

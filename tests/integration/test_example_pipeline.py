@@ -9,6 +9,7 @@ holdout, and a relaunch with the same idempotency key registers nothing new.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from examples.classifier import data
 from stepkit.job import context
@@ -165,11 +167,16 @@ def test_retrain_after_the_concept_change_beats_the_champion(second: dict[str, A
     assert (evaluate["candidate_version"], evaluate["champion_version"]) == ("2", "1")
     assert evaluate["holdout_rows"] == prepare["holdout_rows"] == 1000
     candidate, champion = evaluate["candidate_metrics"], evaluate["champion_metrics"]
-    assert set(candidate) == set(champion) == {"accuracy", "f1", "roc_auc"}
+    slices = {"accuracy@segment=neg", "accuracy@segment=pos"}
+    assert set(candidate) == set(champion) == {"accuracy", "f1", "roc_auc"} | slices
+    assert all(0 <= candidate[k] <= 1 for k in slices) and min(champion[k] for k in slices) < 0.75
+    assert 0 < evaluate["candidate_latency_ms_p95"] < 1000
     assert candidate["accuracy"] > 0.85
     assert champion["accuracy"] < 0.7
     assert candidate["accuracy"] > champion["accuracy"] + 0.1
     metrics = mlflow_client.get_run(train["run_id"]).data.metrics
+    assert metrics["eval_candidate_accuracy/segment/neg"] == pytest.approx(candidate["accuracy@segment=neg"])
+    assert metrics["eval_candidate_latency_ms_p95"] == pytest.approx(evaluate["candidate_latency_ms_p95"])
     assert metrics["eval_candidate_accuracy"] == pytest.approx(candidate["accuracy"])
     assert metrics["eval_champion_accuracy"] == pytest.approx(champion["accuracy"])
     assert mlflow_client.get_model_version(MODEL, "2").tags["loopline.idempotency_key"] == "key-second"
@@ -231,3 +238,46 @@ def test_prepare_without_data_fails_clearly(pipeline: Pipeline) -> None:
     result = pipeline.step("prepare", "classifier-empty", pipeline.request("key-empty", []), check=False)
     assert result.returncode != 0
     assert "no data" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_train_run_records_its_batches_and_lineage_shows_them(
+    first: dict[str, Any], pipeline: Pipeline, mlflow_client
+) -> None:
+    """MLflow dataset inputs (ctx.log_input): name = data version, digest = the batch file's sha256
+    (in full: MLflow keeps 36 characters, the input tag the rest), source = the batch URI, schema."""
+    from loopline.commands import lineage
+    from loopline.settings import Settings
+
+    batches = [data.write_batch(i, pipeline.root / "data") for i in range(0, 4)]   # same bytes
+    run = mlflow_client.get_run(first["outputs"]["train"]["run_id"])
+    inputs = run.inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [
+        (b["version"], b["digest"][:36]) for b in batches]
+    assert {t.key: t.value for t in inputs[0].tags} == {
+        "mlflow.data.context": "training", "loopline.digest": batches[0]["digest"]}
+    assert json.loads(inputs[0].dataset.source) == {"uri": batches[0]["uri"]}
+    schema = json.loads(inputs[0].dataset.schema)["mlflow_colspec"]
+    assert {c["name"]: c["type"] for c in schema} == {**{f"f{i}": "double" for i in range(6)}, "label": "long"}
+    expected = [{"name": b["version"], "digest": b["digest"], "source": b["uri"], "source_type": "local",
+                 "context": "training"} for b in batches]
+
+    settings = Settings(mlflow_uri=pipeline.tracking_uri, state_dir=pipeline.root / "state")
+    chain = lineage.collect(settings, MODEL, "1", topics=False)
+    assert chain["run"]["datasets"] == expected
+    out = io.StringIO()
+    lineage.show(chain, Console(file=out, width=400, color_system=None))
+    assert f"batch-00002 training {batches[2]['digest']} {batches[2]['uri']}" in out.getvalue()
+    assert json.loads(json.dumps(chain, default=str))["run"]["datasets"] == expected   # the --json view
+
+
+def test_log_input_takes_a_uri_alone(pipeline: Pipeline, mlflow_client) -> None:
+    """A dataset given by its URI only: MLflow computes no schema; a short digest is kept as is."""
+    batch = data.write_batch(9, pipeline.root / "data")
+    ctx = context(pipeline.env("train", "uri-only", pipeline.request("key-uri", [batch]), {}))
+    with ctx.start_run() as active:
+        logged = ctx.log_input(batch["uri"], name="batch-00009", digest="md5:0123", context="eval")
+    assert logged == {"name": "batch-00009", "digest": "md5:0123", "source": batch["uri"]}
+    (item,) = mlflow_client.get_run(active.info.run_id).inputs.dataset_inputs
+    assert (item.dataset.name, item.dataset.digest, item.dataset.source_type) == ("batch-00009", "md5:0123", "local")
+    assert {t.key: t.value for t in item.tags} == {"mlflow.data.context": "eval"}
+    assert item.dataset.schema is None

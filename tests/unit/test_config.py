@@ -92,3 +92,83 @@ def test_a_rollout_becomes_the_policy_the_folder_and_analysis_read(tmp_path, met
 
 def test_the_default_rollout_is_direct():
     assert config.load(REPO / "loopline.yaml")["classifier"].rollout.strategy == "direct"
+
+
+# --- gates with several checks ---------------------------------------------------------------
+
+from agents.policy.promotion import Check, Gate  # noqa: E402
+
+SLICED = {"metric": "accuracy", "min_change": -0.02, "slice": "segment"}
+
+
+@pytest.mark.parametrize("gate, message", [
+    pytest.param({"checks": []}, "models[0].gate.checks: List should have at least 1 item", id="no checks"),
+    pytest.param({"checks": [{"min_value": 0.7}]}, "models[0].gate.checks[0].metric: required key is missing",
+                 id="check without metric"),
+    pytest.param({"checks": [{"metric": "accuracy", "change": "percent"}]}, "models[0].gate.checks[0].change",
+                 id="unknown change"),
+    pytest.param({"checks": [{"metric": "accuracy", "direction": "up"}]}, "models[0].gate.checks[0].direction",
+                 id="unknown direction"),
+    pytest.param({"checks": [{"metric": "accuracy", "min_value": float("nan")}]},
+                 "models[0].gate.checks[0].min_value", id="nan bar"),
+    pytest.param({"checks": [{"metric": "accuracy", "min_change": "a lot"}]},
+                 "models[0].gate.checks[0].min_change", id="change not a number"),
+    pytest.param({"checks": [{"metric": "accuracy", "min_improvement": 0.01}]},
+                 "models[0].gate.checks[0].min_improvement: unknown key", id="old key inside a check"),
+    pytest.param({"checks": [{"metric": "accuracy", "slice": "segment=a"}]}, "models[0].gate.checks[0].slice",
+                 id="slice with a value"),
+    pytest.param({"checks": [{"metric": "accuracy@segment=a"}]}, "models[0].gate.checks[0].metric",
+                 id="slice spelled in the metric"),
+    pytest.param({"metric": "f1", "checks": [{"metric": "accuracy"}]}, "models[0].gate: Value error, checks "
+                 "replaces metric", id="checks and the single metric"),
+    pytest.param({"min_improvement": 0.01, "checks": [{"metric": "accuracy"}]}, "checks replaces min_improvement",
+                 id="checks and min_improvement"),
+    pytest.param({"checks": [SLICED, {**SLICED, "min_change": 0}]},
+                 "checks[1]: a second check of 'accuracy' on slice 'segment'", id="duplicate check"),
+    pytest.param({"latency": {"max_p95_ms": 0}}, "models[0].gate.latency.max_p95_ms", id="zero latency bar"),
+    pytest.param({"latency": {}}, "models[0].gate.latency.max_p95_ms: required key is missing",
+                 id="latency without a bar"),
+    pytest.param({"latency": {"p95": 50}}, "models[0].gate.latency.p95: unknown key", id="latency typo"),
+    pytest.param({"min_improvement": float("inf")}, "models[0].gate.min_improvement", id="infinite improvement"),
+])
+def test_gate_errors_name_the_key(tmp_path, gate, message):
+    path = tmp_path / "loopline.yaml"
+    path.write_text(yaml.safe_dump({"models": [model(gate=gate)]}))
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert str(err.value).startswith(str(path))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("gate, expected", [
+    pytest.param({"metric": "rmse", "min_value": 0.5, "min_improvement": 0.01, "higher_is_better": False},
+                 Gate(metric="rmse", min_value=0.5, min_improvement=0.01, higher_is_better=False),
+                 id="single metric unchanged"),
+    pytest.param({"min_value": 0.7, "latency": {"max_p95_ms": 50}},
+                 Gate(min_value=0.7, max_latency_p95_ms=50), id="single metric with latency"),
+    pytest.param({"checks": [{"metric": "accuracy", "min_value": 0.7, "min_change": 0.01}, SLICED,
+                             {"metric": "log_loss", "min_change": 0.05, "change": "relative", "direction": "lower"}],
+                  "latency": {"max_p95_ms": 50}},
+                 Gate(checks=(Check("accuracy", min_value=0.7, min_change=0.01),
+                              Check("accuracy", min_change=-0.02, slice="segment"),
+                              Check("log_loss", min_change=0.05, change="relative", direction="lower")),
+                      max_latency_p95_ms=50), id="checks and latency"),
+])
+def test_a_gate_becomes_the_policy(tmp_path, gate, expected):
+    path = tmp_path / "loopline.yaml"
+    path.write_text(yaml.safe_dump({"models": [model(gate=gate)]}))
+    assert config.load(path)["clf"].gate == expected
+
+
+def test_a_distributed_model_reaches_its_launcher_as_ranks(tmp_path):
+    from loopline.launchers import distributed_runs
+
+    path = tmp_path / "loopline.yaml"
+    path.write_text(yaml.safe_dump({"models": [
+        model(name="ddp", pipeline={"launcher": "local", "kubernetes": {"distributed": {"workers": 3}},
+                                    "steps": model()["pipeline"]["steps"]}),
+        model(name="plain")]}))
+    models = config.load(path)
+    ranks = distributed_runs(models, "local")
+    assert list(ranks) == ["ddp"] and ranks["ddp"].workers == 3 and ranks["ddp"].port == 29500
+    assert distributed_runs(models, "kubernetes") == {}

@@ -178,3 +178,28 @@ def test_readers_never_see_a_half_written_file(env: dict[str, str]) -> None:
         reader.join()
     assert errors == [] and len(seen) > 1
     assert json.loads(path.read_text())["n"] == 199
+
+
+# -- log_model(flavor=...) ----------------------------------------------------------------
+
+
+def test_unknown_flavour_names_the_known_ones_before_anything_is_logged(env: dict[str, str]) -> None:
+    import mlflow
+    import pandas as pd
+
+    ctx = context(env)
+    with pytest.raises(JobContextError) as err:
+        ctx.log_model(object(), pd.DataFrame({"a": [1.0]}), flavor="tourch")   # no active run either
+    message = str(err.value)
+    assert "unknown MLflow flavour 'tourch'" in message
+    known = message.split("known flavours: ")[1].split(", ")
+    assert {"sklearn", "pyfunc", "onnx", "pytorch", "keras", "xgboost"} <= set(known)
+    assert mlflow.active_run() is None and not Path(env["LOOPLINE_OUTPUTS"]).exists()
+
+
+def test_known_flavours_are_the_mlflow_modules_that_log_models() -> None:
+    known = job.known_flavors()
+    # modules of mlflow that are not model flavours (tracing integrations, helpers) are not offered
+    assert not {"tracking", "metrics", "gemini", "models", "data", "utils"} & set(known)
+    assert job.flavor_module("onnx").FLAVOR_NAME == "onnx"
+    assert job.flavor_module("pyfunc").FLAVOR_NAME == "python_function"
