@@ -350,6 +350,11 @@ def parse(raw, path: Path) -> dict[str, Model]:
             raise ConfigError(f"{path}: models[{index}].rollout.strategy: {model_cfg.rollout.strategy!r} "
                               "is decided by online feedback: add a 'metrics' section (the online "
                               "metric each arm is scored by)")
+        for step_index, step in enumerate(model_cfg.pipeline.steps):
+            if step.sweep is not None and model_cfg.pipeline.launcher != "local":
+                raise ConfigError(f"{path}: models[{index}].pipeline.steps[{step_index}].sweep: sweeps "
+                                  f"fan out on the local launcher only so far, not on "
+                                  f"{model_cfg.pipeline.launcher!r} (it would run one trial)")
         for key, problem in pipeline_problems(model_cfg.pipeline):
             raise ConfigError(f"{path}: models[{index}].pipeline.{key}: {problem}")
         try:

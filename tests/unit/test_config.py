@@ -172,3 +172,15 @@ def test_a_distributed_model_reaches_its_launcher_as_ranks(tmp_path):
     ranks = distributed_runs(models, "local")
     assert list(ranks) == ["ddp"] and ranks["ddp"].workers == 3 and ranks["ddp"].port == 29500
     assert distributed_runs(models, "kubernetes") == {}
+
+
+def test_a_sweep_on_a_cluster_launcher_is_refused_until_it_fans_out_there(tmp_path):
+    path = tmp_path / "loopline.yaml"
+    steps = model()["pipeline"]["steps"]
+    steps[0]["sweep"] = {"space": {"alpha": {"type": "float", "low": 0.1, "high": 1.0}},
+                         "objective": "accuracy", "trials": 4}
+    path.write_text(yaml.safe_dump({"models": [model(pipeline={
+        "launcher": "kubernetes", "kubernetes": {"image": "img"}, "steps": steps})]}))
+    with pytest.raises(config.ConfigError, match=r"models\[0\]\.pipeline\.steps\[0\]\.sweep: sweeps fan out "
+                                                 r"on the local launcher only"):
+        config.load(path)
