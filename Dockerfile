@@ -1,5 +1,5 @@
-# The loopline image: worker, serving endpoint, the pods of Kubernetes/Argo runs
-# (python -m triggers.pod_entry), and, in docker-compose, the MLflow tracking server.
+# The loopline image: worker, serving endpoint, the page (loopline ui), the pods of Kubernetes/Argo
+# runs (python -m triggers.pod_entry), and, in docker-compose, the MLflow tracking server.
 #   docker build -t loopline:dev .
 FROM python:3.11-slim
 
@@ -13,6 +13,7 @@ WORKDIR /app
 # Dependencies first (cached layer), then the code.
 COPY pyproject.toml README.md ./
 # One folder per thing that runs; the development harness (devstack) stays out of the image.
+# tests/k8s/test_image.py fails when a package the image's commands import is missing here.
 COPY streams ./streams
 COPY triggers ./triggers
 COPY agents ./agents
@@ -20,6 +21,7 @@ COPY adapters ./adapters
 COPY serving ./serving
 COPY stepkit ./stepkit
 COPY loopline ./loopline
+COPY ui ./ui
 COPY examples ./examples
 COPY loopline.yaml ./
 # psycopg2: the MLflow tracking server of docker-compose runs from this image on PostgreSQL.

@@ -351,10 +351,10 @@ def parse(raw, path: Path) -> dict[str, Model]:
                               "is decided by online feedback: add a 'metrics' section (the online "
                               "metric each arm is scored by)")
         for step_index, step in enumerate(model_cfg.pipeline.steps):
-            if step.sweep is not None and model_cfg.pipeline.launcher != "local":
-                raise ConfigError(f"{path}: models[{index}].pipeline.steps[{step_index}].sweep: sweeps "
-                                  f"fan out on the local launcher only so far, not on "
-                                  f"{model_cfg.pipeline.launcher!r} (it would run one trial)")
+            if step.sweep is not None:
+                problem = _cluster_sweep_problem(model_cfg.pipeline, step)
+                if problem:
+                    raise ConfigError(f"{path}: models[{index}].pipeline.steps[{step_index}].sweep: {problem}")
         for key, problem in pipeline_problems(model_cfg.pipeline):
             raise ConfigError(f"{path}: models[{index}].pipeline.{key}: {problem}")
         try:
@@ -362,6 +362,20 @@ def parse(raw, path: Path) -> dict[str, Model]:
         except PipelineError as exc:
             raise ConfigError(f"{path}: models[{index}].pipeline: {exc}") from None
     return models
+
+
+def _cluster_sweep_problem(pipeline: PipelineConfig, step: StepConfig) -> str | None:
+    """Why a sweep step cannot fan out on the pipeline's cluster launcher, or None."""
+    if pipeline.launcher == "local":
+        return None
+    kube = pipeline.kubernetes
+    if kube is not None and kube.distributed is not None:
+        return "a sweep of distributed runs is not supported (one trial would need a group of pods)"
+    if "LOOPLINE_SWEEP_STORAGE" not in step.env and not (kube is not None and kube.env_from_secrets):
+        return (f"trial pods on {pipeline.launcher!r} share their study through an RDB: give the pods "
+                "LOOPLINE_SWEEP_STORAGE (e.g. the MLflow PostgreSQL URL) through "
+                "pipeline.kubernetes.env_from_secrets, or the step's env")
+    return None
 
 
 def _describe(err: dict, raw) -> str:

@@ -42,6 +42,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stepkit.atomic import replacing
 from stepkit.lineage import lineage_tag
 
 if TYPE_CHECKING:
@@ -631,22 +632,13 @@ def _safe_name(name: str) -> str:
 
 
 def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
-    """Serialize first, then write a temp file beside ``path`` and rename it into place."""
+    """Serialize first (a value that is not JSON leaves the old file alone), then replace ``path`` atomically."""
     try:
         text = json.dumps(value, indent=2, sort_keys=True, allow_nan=False, default=_jsonable)
     except (TypeError, ValueError) as exc:
         raise JobContextError(f"outputs must be JSON (finite numbers, str, list, dict): {exc}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        tmp.write_text(text + "\n")
 
 
 def _jsonable(value: Any) -> Any:

@@ -24,6 +24,11 @@ the redelivery: the Service is still made sure of, with the existing Job's uid);
 mode `pytorchjob` go to a PyTorchJob launcher inside it (its own watch on kubeflow.org
 pytorchjobs), so the trainer still sees one `kubernetes` launcher.
 
+Sweeps (a step with `sweep:`, triggers.sweep): the Job launcher creates the run's Job and, owned
+by it, one trial Indexed Job per sweep step (triggers.render_sweep); the run's pod opens the
+study when the pipeline reaches the step and waits for the trial pods. The trial Jobs carry no
+owner label: the watcher sees one run. On Argo the sweep is a fan-out inside the Workflow.
+
 Which worker reports: the holder of a coordination.k8s.io Lease (triggers.lease), asked
 on every poll(); `leads()` says, without an API call, whether this worker may still
 report (the trainer asks before each report). Without a Lease (one worker, tests) the
@@ -66,6 +71,7 @@ from triggers.render_distributed import (
     render_service,
 )
 from triggers.render_job import CONTAINER, job_status, parse_report, render_job
+from triggers.render_sweep import render_trial_jobs, sweep_steps
 from triggers.render_workflow import failed_pod_node, render_workflow, workflow_status
 
 __all__ = ["ArgoWorkflowLauncher", "ClusterLauncher", "KubernetesJobLauncher", "PyTorchJobLauncher"]
@@ -363,17 +369,20 @@ class KubernetesJobLauncher(ClusterLauncher):
         if self.pytorch is not None and spec.model in self.pytorch.pods:
             return self.pytorch.submit(spec)
         dist = self.indexed.get(spec.model)
-        if dist is None:
+        if dist is None and not sweep_steps(spec):
             return super().submit(spec)
+        # The run's Job, then what it owns: a distributed run's headless Service, a sweep's trial Jobs.
         pod = self.pods[spec.model]
-        body = self.render(spec, pod)
-        job = self.client.create_object(kube.JOBS, pod.namespace, body)
+        job = self.client.create_object(kube.JOBS, pod.namespace, self.render(spec, pod))
         created = job is not None
-        if job is None:  # a redelivery: the Job exists; its Service may not (the last submit died in between)
+        if job is None:  # a redelivery: the Job exists; what it owns may not (the last submit died in between)
             job = self.client.get(kube.JOBS, pod.namespace, spec.run_name)
             if job is None:
                 raise kube.ApiError(f"Job {pod.namespace}/{spec.run_name} exists (409) but cannot be read", 409)
-        self.client.create(kube.SERVICES, pod.namespace, render_service(spec, pod, self.owner, dist, job))
+        if dist is not None:
+            self.client.create(kube.SERVICES, pod.namespace, render_service(spec, pod, self.owner, dist, job))
+        for trials in render_trial_jobs(spec, pod, self.owner, job):
+            self.client.create(kube.JOBS, pod.namespace, trials)
         return created
 
     def to_status(self, obj: dict[str, Any]) -> RunStatus:

@@ -295,7 +295,8 @@ class _Runner:
         started = time.time()
         try:
             outputs = run_sweep(step.name, step.sweep or {}, argv, self.step_env(step, outputs_path),
-                                self.spec.workdir, self.steps_dir, self.run_dir, lambda: self.cancelled)
+                                self.spec.workdir, self.steps_dir, self.run_dir, lambda: self.cancelled,
+                                step.timeout_seconds)
         except SweepFailed as failure:
             tail = tail_lines(failure.log_path) if failure.log_path else ()
             raise _StepFailed(failure.reason, tail) from None

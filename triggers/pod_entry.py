@@ -15,6 +15,13 @@
        downstream condition this step's outputs decide.
        Environment: LOOPLINE_PIPELINE_B64, LOOPLINE_ENV_B64 (optional), LOOPLINE_OUT_DIR.
 
+`sweep-open --step NAME [--input ...]`, `sweep-trial --step NAME [--index I]`,
+`sweep-close --step NAME`  (a sweep step on a cluster, triggers.sweep): open stores the
+       upstream outputs on the study (Argo; the Job launcher's pipeline pod opens it itself),
+       trial runs the trial of index I (default JOB_COMPLETION_INDEX, the Indexed Job's), close
+       writes the best trial's outputs as `step` does. Environment as `step` or `job`, plus
+       LOOPLINE_SWEEP_STORAGE (the study's RDB); only these modes import Optuna.
+
 Stdlib only (plus triggers), like the local runner: pods start fast.
 """
 
@@ -155,16 +162,9 @@ def run_step(step_name: str, inputs_args: list[str], env: dict[str, str] | None 
     out_dir = Path(env.get("LOOPLINE_OUT_DIR", "/tmp/loopline"))
     out_dir.mkdir(parents=True, exist_ok=True)
     Path(env.get("LOOPLINE_STATE_DIR", out_dir / "state")).mkdir(parents=True, exist_ok=True)
-    inputs: dict[str, Any] = {}
-    for item in inputs_args:
-        name, _, raw = item.partition("=")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict):
-            return _fail(f"step {step_name}: input {name!r} is not a JSON object of outputs: {raw[:200]!r}")
-        inputs[name] = value
+    inputs = _parse_inputs(step_name, inputs_args)
+    if isinstance(inputs, str):
+        return _fail(inputs)
     try:
         argv = render_command(step, inputs)
     except UnknownOutputError as exc:
@@ -194,16 +194,95 @@ def run_step(step_name: str, inputs_args: list[str], env: dict[str, str] | None 
             return _fail(f"step {step.name} wrote invalid JSON to its outputs file: {exc}")
     if not isinstance(outputs, dict):
         return _fail(f"step {step.name} outputs must be a JSON object, got {type(outputs).__name__}")
+    _publish(pipeline, step.name, outputs, out_dir)
+    return 0
+
+
+def _parse_inputs(step_name: str, items: list[str]) -> dict[str, Any] | str:
+    """`--input STEP=JSON` arguments as {step: outputs}, or the reason one is not an object."""
+    inputs: dict[str, Any] = {}
+    for item in items:
+        name, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            return f"step {step_name}: input {name!r} is not a JSON object of outputs: {raw[:200]!r}"
+        inputs[name] = value
+    return inputs
+
+
+def _publish(pipeline: Pipeline, step_name: str, outputs: dict[str, Any], out_dir: Path) -> None:
+    """The output parameters Argo collects: outputs.json and the conditions this step decides."""
     # Argo pastes this into downstream args, which the kubelet $(VAR)-expands: escape `$`.
     (out_dir / "outputs.json").write_text(escape_outputs(json.dumps(outputs, separators=(",", ":"))))
     for task in pipeline.order():
         if task.when is not None:
             cond = conditions.parse(task.when)
-            if cond.step == step.name:
-                decision = cond.evaluate({step.name: outputs})
+            if cond.step == step_name:
+                decision = cond.evaluate({step_name: outputs})
                 (out_dir / f"when-{task.name}").write_text(render_value(decision))
-    print(f"step {step.name}: succeeded, outputs {sorted(outputs)}", flush=True)
-    return 0
+    print(f"step {step_name}: succeeded, outputs {sorted(outputs)}", flush=True)
+
+
+# --- sweep modes (a sweep step's trials as pods) --------------------------------------
+
+OPEN_TIMEOUT = 3600.0  # a Job launcher's trial pod waits this long for its pipeline pod to open the sweep
+
+
+def run_sweep_phase(phase: str, step_name: str, inputs_args: list[str], index: int | None,
+                    env: dict[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    if env.get("LOOPLINE_ENV_B64"):
+        env.update({str(k): str(v) for k, v in _b64_json(env.pop("LOOPLINE_ENV_B64")).items()})
+    encoded = env.pop("LOOPLINE_PIPELINE_B64", None)
+    pipeline = Pipeline.from_dict(_b64_json(encoded) if encoded else json.loads(env["LOOPLINE_PIPELINE"]))
+    step = pipeline.step(step_name)
+    if step.sweep is None:
+        return _fail(f"step {step_name} is not a sweep step")
+    out_dir = Path(env.get("LOOPLINE_OUT_DIR", "/tmp/loopline"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env.update(step.env)
+    env.update(LOOPLINE_STEP=step.name, LOOPLINE_RUN_DIR=str(out_dir),
+               LOOPLINE_OUTPUTS=str(out_dir / "step-outputs.json"))   # each trial gets its own
+    from triggers import sweep   # Optuna and an RDB driver: only a sweep's pods pay for them
+
+    try:
+        study = sweep.pod_sweep(step.name, step.sweep, env, out_dir, step.timeout_seconds)
+        if phase == "open":
+            inputs = _parse_inputs(step_name, inputs_args)
+            if isinstance(inputs, str):
+                return _fail(inputs)
+            study.open(inputs)
+            return 0
+        if phase == "close":
+            _publish(pipeline, step.name, study.close(), out_dir)
+            return 0
+        return _run_trial(study, step, env, out_dir, index)
+    except sweep.SweepFailed as failure:
+        return _fail(failure.reason)
+
+
+def _run_trial(study: Any, step: Any, env: dict[str, str], out_dir: Path, index: int | None) -> int:
+    if index is None:
+        return _fail(f"step {step.name}: sweep-trial needs --index or JOB_COMPLETION_INDEX")
+    inputs = study.wait_open(float(env.get("LOOPLINE_SWEEP_OPEN_TIMEOUT", OPEN_TIMEOUT)))
+    if inputs is None:
+        print(f"sweep {step.name}: never opened (its pipeline pod ended first); index {index} runs nothing",
+              flush=True)
+        return 0
+    try:
+        study.argv = render_command(step, inputs)
+    except UnknownOutputError as exc:
+        return _fail(str(exc))
+    study.env["LOOPLINE_INPUTS"] = json.dumps(inputs)
+    echo = _LogEcho(out_dir)          # the trial's log, as `kubectl logs` of this pod
+    echo.start()
+    try:
+        return study.run_index(index)
+    finally:
+        echo.stop()
 
 
 def _fail(reason: str, code: int = 1) -> int:
@@ -215,6 +294,12 @@ def _fail(reason: str, code: int = 1) -> int:
     return code
 
 
+def _completion_index() -> int | None:
+    """The index Kubernetes gives each pod of an Indexed Job."""
+    value = os.environ.get("JOB_COMPLETION_INDEX", "")
+    return int(value) if value.isdigit() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m triggers.pod_entry")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -222,9 +307,22 @@ def main(argv: list[str] | None = None) -> int:
     step = sub.add_parser("step", help="run one step (Argo Workflow task)")
     step.add_argument("--step", required=True)
     step.add_argument("--input", action="append", default=[], metavar="STEP=JSON")
+    for phase, what in (("open", "open a sweep step's study to its trial pods (Argo)"),
+                        ("trial", "run one trial of a sweep step (a trial pod)"),
+                        ("close", "the best trial's outputs as the sweep step's (Argo)")):
+        mode = sub.add_parser(f"sweep-{phase}", help=what)
+        mode.add_argument("--step", required=True)
+        if phase == "open":
+            mode.add_argument("--input", action="append", default=[], metavar="STEP=JSON")
+        if phase == "trial":
+            mode.add_argument("--index", type=int, default=_completion_index())
     args = parser.parse_args(argv)
     started = time.monotonic()
-    code = run_job() if args.mode == "job" else run_step(args.step, args.input)
+    if args.mode.startswith("sweep-"):
+        code = run_sweep_phase(args.mode[len("sweep-"):], args.step, getattr(args, "input", []),
+                               getattr(args, "index", None))
+    else:
+        code = run_job() if args.mode == "job" else run_step(args.step, args.input)
     print(f"pod_entry {args.mode}: exit {code} after {time.monotonic() - started:.1f}s", flush=True)
     return code
 

@@ -33,6 +33,7 @@ from triggers.podspec import PodSettings, check_images, object_annotations, obje
 __all__ = [
     "CONTAINER",
     "POD_DIR",
+    "SWEEP_PODS_ENV",
     "job_phase",
     "job_status",
     "kubelet_escape",
@@ -45,6 +46,7 @@ __all__ = [
 CONTAINER = "pipeline"
 POD_DIR = "/var/run/loopline"  # an emptyDir: run dir, state dir, step logs and outputs
 TERMINATION_LOG = "/dev/termination-log"
+SWEEP_PODS_ENV = "LOOPLINE_SWEEP_TRIALS"  # "pods": a sweep step's trials are the trial Job's (render_sweep)
 ENTRY = ("python", "-m", "triggers.pod_entry")
 
 
@@ -80,6 +82,7 @@ def render_job(spec: LaunchSpec, pod: PodSettings, owner: str) -> dict[str, Any]
             "LOOPLINE_STATE_DIR": f"{POD_DIR}/state",
             "LOOPLINE_TERMINATION_LOG": TERMINATION_LOG,
             "PYTHONUNBUFFERED": "1",
+            **({SWEEP_PODS_ENV: "pods"} if any(s.sweep is not None for s in spec.pipeline.steps) else {}),
         }),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",

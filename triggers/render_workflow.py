@@ -19,6 +19,12 @@ The pipeline maps onto a DAG template, one task per step, each task its own pod
   false, never an error; no quoting of string outputs into govaluate).
 - Step timeouts become the template's activeDeadlineSeconds; backoff_limit becomes a
   retryStrategy; the run's deadline and TTL become the Workflow's.
+- A sweep step S (triggers.sweep) becomes three tasks: `S-sweep-open` (stores the upstream
+  outputs on the study), `S-sweep-trials` (a DAG of its own: `withSequence` over the trials,
+  one pod each, `parallelism` of the sweep; a trial pod that dies is retried up to
+  max_failed_trials + 1 times), then `S` itself, which closes the sweep and writes the best
+  trial's outputs, so downstream tasks and conditions read `S` as for any step. The trials task
+  continues on failure: the close decides, with the sweep's own max_failed_trials.
 
 No request data ever appears where Argo's template engine would read it: Argo
 substitutes `{{...}}` anywhere in a template, so the pipeline (which has our
@@ -101,10 +107,17 @@ def render_workflow(spec: LaunchSpec, pod: PodSettings, owner: str) -> dict[str,
         if step.when is not None:
             deciders.setdefault(conditions.parse(step.when).step, []).append(step.name)
 
-    tasks = [_task(step, pipeline.upstream(step.name)) for step in order]
-    templates: list[dict[str, Any]] = [{"name": ENTRYPOINT, "dag": {"tasks": tasks}}]
-    templates += [_step_template(step, pipeline.upstream(step.name), deciders.get(step.name, []), pod, base_env)
-                  for step in order]
+    tasks: list[dict[str, Any]] = []
+    templates: list[dict[str, Any]] = []
+    for step in order:
+        upstream = pipeline.upstream(step.name)
+        if step.sweep is None:
+            tasks.append(_task(step, upstream))
+            templates.append(_step_template(step, upstream, deciders.get(step.name, []), pod, base_env))
+        else:
+            tasks += _sweep_tasks(step, upstream)
+            templates += _sweep_templates(step, upstream, deciders.get(step.name, []), pod, base_env)
+    templates.insert(0, {"name": ENTRYPOINT, "dag": {"tasks": tasks}})
     wf_spec: dict[str, Any] = {
         "entrypoint": ENTRYPOINT,
         **pod.pod_scheduling(),
@@ -145,11 +158,30 @@ def _task(step: Step, upstream: frozenset[str]) -> dict[str, Any]:
 
 
 def _step_template(step: Step, upstream: frozenset[str], decides: list[str], pod: PodSettings,
-                   base_env: Mapping[str, str]) -> dict[str, Any]:
-    args = ["step", "--step", step.name]
-    for name in sorted(upstream):
-        args += ["--input", f"{name}={{{{inputs.parameters.outputs-{name}}}}}"]
-    container: dict[str, Any] = {
+                   base_env: Mapping[str, str], mode: str = "step") -> dict[str, Any]:
+    args = [mode, "--step", step.name]
+    if mode == "step":
+        args += _input_args(upstream)
+    template: dict[str, Any] = {
+        "name": step_template_name(step.name),
+        "container": _container(step, pod, base_env, args),
+        "outputs": {"parameters": [
+            {"name": "outputs", "valueFrom": {"path": f"{OUT_DIR}/outputs.json"}},
+            *({"name": decision_param(task), "valueFrom": {"path": f"{OUT_DIR}/{decision_param(task)}"}}
+              for task in decides),
+        ]},
+    }
+    if upstream and mode == "step":
+        template["inputs"] = _input_params(upstream)
+    if step.timeout_seconds is not None and mode == "step":
+        template["activeDeadlineSeconds"] = int(math.ceil(step.timeout_seconds))
+    if pod.backoff_limit:
+        template["retryStrategy"] = {"limit": pod.backoff_limit, "retryPolicy": "OnFailure"}
+    return template
+
+
+def _container(step: Step, pod: PodSettings, base_env: Mapping[str, str], args: list[str]) -> dict[str, Any]:
+    return {
         "image": step.image or pod.image,
         "command": [*ENTRY],
         "args": args,
@@ -157,22 +189,68 @@ def _step_template(step: Step, upstream: frozenset[str], decides: list[str], pod
         "securityContext": {"allowPrivilegeEscalation": False},
         **pod.container_settings(),
     }
-    template: dict[str, Any] = {
-        "name": step_template_name(step.name),
-        "container": container,
-        "outputs": {"parameters": [
-            {"name": "outputs", "valueFrom": {"path": f"{OUT_DIR}/outputs.json"}},
-            *({"name": decision_param(task), "valueFrom": {"path": f"{OUT_DIR}/{decision_param(task)}"}}
-              for task in decides),
-        ]},
+
+
+def _input_args(upstream: frozenset[str]) -> list[str]:
+    args: list[str] = []
+    for name in sorted(upstream):
+        args += ["--input", f"{name}={{{{inputs.parameters.outputs-{name}}}}}"]
+    return args
+
+
+def _input_params(upstream: frozenset[str]) -> dict[str, Any]:
+    return {"parameters": [{"name": f"outputs-{name}"} for name in sorted(upstream)]}
+
+
+# --- a sweep step: open, the trials' fan-out, close (see the module docstring) --------------
+
+SWEEP_TEMPLATE_PREFIX = "sweep-"
+
+
+def sweep_task_names(step: str) -> tuple[str, str]:
+    return f"{step}-sweep-open", f"{step}-sweep-trials"
+
+
+def _sweep_tasks(step: Step, upstream: frozenset[str]) -> list[dict[str, Any]]:
+    opening, trials = sweep_task_names(step.name)
+    first = _task(step, upstream)                # the step's own depends, when and inputs
+    first.update(name=opening, template=f"{SWEEP_TEMPLATE_PREFIX}open-{step.name}")
+    fan_out = {"name": trials, "template": f"{SWEEP_TEMPLATE_PREFIX}trials-{step.name}",
+               "depends": f"{opening}.Succeeded", "continueOn": {"failed": True}}
+    close = {"name": step.name, "template": step_template_name(step.name),
+             "depends": f"({trials}.Succeeded || {trials}.Failed)"}
+    return [first, fan_out, close]
+
+
+def _sweep_templates(step: Step, upstream: frozenset[str], decides: list[str], pod: PodSettings,
+                     base_env: Mapping[str, str]) -> list[dict[str, Any]]:
+    sweep = step.sweep or {}
+    trials = int(sweep["trials"])
+    opening: dict[str, Any] = {
+        "name": f"{SWEEP_TEMPLATE_PREFIX}open-{step.name}",
+        "container": _container(step, pod, base_env, ["sweep-open", "--step", step.name, *_input_args(upstream)]),
     }
     if upstream:
-        template["inputs"] = {"parameters": [{"name": f"outputs-{name}"} for name in sorted(upstream)]}
-    if step.timeout_seconds is not None:
-        template["activeDeadlineSeconds"] = int(math.ceil(step.timeout_seconds))
-    if pod.backoff_limit:
-        template["retryStrategy"] = {"limit": pod.backoff_limit, "retryPolicy": "OnFailure"}
-    return template
+        opening["inputs"] = _input_params(upstream)
+    fan_out = {
+        "name": f"{SWEEP_TEMPLATE_PREFIX}trials-{step.name}",
+        "parallelism": min(int(sweep.get("parallelism", 1)), trials),
+        "dag": {"tasks": [{
+            "name": "trial", "template": f"{SWEEP_TEMPLATE_PREFIX}trial-{step.name}",
+            "withSequence": {"count": str(trials)},
+            "arguments": {"parameters": [{"name": "index", "value": "{{item}}"}]},
+        }]},
+    }
+    trial = {
+        "name": f"{SWEEP_TEMPLATE_PREFIX}trial-{step.name}",
+        "inputs": {"parameters": [{"name": "index"}]},
+        "container": _container(step, pod, base_env,
+                                ["sweep-trial", "--step", step.name, "--index", "{{inputs.parameters.index}}"]),
+        # a pod that died mid-trial: its retry fails the trial and runs its params again
+        "retryStrategy": {"limit": int(sweep.get("max_failed_trials", 3)) + 1, "retryPolicy": "OnFailure"},
+    }
+    # (the step's timeout_seconds bounds each trial inside the pod: a trial past it FAILs, not retried)
+    return [opening, fan_out, trial, _step_template(step, upstream, decides, pod, base_env, mode="sweep-close")]
 
 
 # --- reading status back -----------------------------------------------------------
@@ -258,7 +336,9 @@ def failed_pod_node(wf: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _step_names(wf: Mapping[str, Any]) -> list[str]:
+    """The pipeline's steps: the entry DAG's tasks but a sweep's open and trials tasks."""
     for template in (wf.get("spec") or {}).get("templates") or []:
         if template.get("name") == ENTRYPOINT and "dag" in template:
-            return [str(task["name"]) for task in template["dag"].get("tasks") or []]
+            return [str(task["name"]) for task in template["dag"].get("tasks") or []
+                    if not str(task.get("template", "")).startswith(SWEEP_TEMPLATE_PREFIX)]
     return []

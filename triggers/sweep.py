@@ -34,6 +34,20 @@ trials are not run again.
 
 The step's outputs are the best trial's (`candidate_version`, `candidate_metrics`, ...) plus the
 sweep's summary, so the gate judges the best trial.
+
+On a cluster the trials are pods, one trial per index (`python -m triggers.pod_entry sweep-trial`):
+the Job launcher's trial Indexed Job (JOB_COMPLETION_INDEX, backoffLimitPerIndex), or an Argo
+fan-out (`withSequence`, retryStrategy). The study must then live in an RDB every pod reaches
+(`LOOPLINE_SWEEP_STORAGE`). Three phases share this module's code:
+
+    open    the upstream outputs and the MLflow parent run are stored on the study (attributes
+            `inputs`, `parent_run_id`, `open`); trial pods wait for it
+    trial   the index's trial, once: an index whose trial already settled does nothing; a RUNNING
+            trial of the index (its previous pod died) is failed and its params re-enqueued first;
+            the pod exits 1 only when the trial's process died, so the orchestrator retries the
+            index and the retry runs the re-enqueued params
+    close   every index has settled (Argo: the fan-out ended; Job launcher: the pipeline pod
+            waits for it in the study): the best trial's outputs, or the failure
 """
 
 from __future__ import annotations
@@ -53,11 +67,15 @@ from typing import Any
 
 import optuna
 
+from triggers.render_job import SWEEP_PODS_ENV
+
 STORAGE_ENV = "LOOPLINE_SWEEP_STORAGE"
 TAG_SWEEP = "loopline.sweep"       # on the parent run: the study name
 TAG_TRIAL = "loopline.trial"       # on each child run: the trial number (set by stepkit)
 _POLL = 0.02
+_POD_POLL = 1.0                    # a pod reads the shared study this often (an RDB round trip)
 _KILL_GRACE = 3.0
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -78,6 +96,8 @@ class _Trial:
     log: Path
     thread: threading.Thread | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    timed_out: bool = False
 
 
 def distributions(space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -103,7 +123,7 @@ def storage_for(env: Mapping[str, str], run_dir: Path, name: str) -> tuple[Any, 
     """(the storage object, what the trials are told it is)."""
     url = env.get(STORAGE_ENV)
     if url:
-        return optuna.storages.RDBStorage(url), url
+        return rdb_storage(url), url
     from optuna.storages.journal import JournalFileBackend
 
     state = Path(env.get("LOOPLINE_STATE_DIR") or run_dir.parent.parent)
@@ -112,17 +132,53 @@ def storage_for(env: Mapping[str, str], run_dir: Path, name: str) -> tuple[Any, 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path))), str(path)
 
 
+def rdb_storage(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage, which creates its tables on first use: pods that start together on a
+    fresh database race there (a duplicate CREATE TYPE or TABLE), and the losers try again."""
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
 def run_sweep(step_name: str, sweep: Mapping[str, Any], argv: tuple[str, ...], env: Mapping[str, str],
-              workdir: str, steps_dir: Path, run_dir: Path, cancelled: Callable[[], bool]) -> dict[str, Any]:
-    """Run the sweep to its budget; the step's outputs (the best trial's plus a summary)."""
-    return _Sweep(step_name, sweep, argv, env, workdir, steps_dir, run_dir, cancelled).run()
+              workdir: str, steps_dir: Path, run_dir: Path, cancelled: Callable[[], bool],
+              timeout: float | None = None) -> dict[str, Any]:
+    """Run the sweep to its budget; the step's outputs (the best trial's plus a summary).
+
+    In a Job launcher's pipeline pod (SWEEP_PODS_ENV=pods) the trials are the trial Job's pods:
+    the sweep is opened for them and awaited. `timeout` (the step's timeout_seconds) bounds each
+    trial, as it bounds the command of any step: a trial past it is killed and FAILs, not retried."""
+    sweep_ = _Sweep(step_name, sweep, argv, env, workdir, steps_dir, run_dir, cancelled, timeout)
+    if env.get(SWEEP_PODS_ENV) == "pods":
+        sweep_.open(json.loads(env.get("LOOPLINE_INPUTS") or "{}"))
+        return sweep_.await_pods()
+    return sweep_.run()
+
+
+def pod_sweep(step_name: str, sweep: Mapping[str, Any], env: Mapping[str, str], out_dir: Path,
+              timeout: float | None = None) -> "_Sweep":
+    """The sweep as a cluster pod sees it (pod_entry's sweep-open / sweep-trial / sweep-close)."""
+    if not env.get(STORAGE_ENV):
+        raise SweepFailed(f"sweep {step_name}: trials on a cluster share their study through an RDB: set "
+                          f"{STORAGE_ENV} (e.g. the MLflow PostgreSQL URL) in the pods' environment "
+                          "(pipeline.kubernetes.env_from_secrets, or the step's env)")
+    return _Sweep(step_name, sweep, (), env, os.getcwd(), out_dir, out_dir, lambda: False, timeout)
 
 
 class _Sweep:
     def __init__(self, step_name: str, sweep: Mapping[str, Any], argv: tuple[str, ...], env: Mapping[str, str],
-                 workdir: str, steps_dir: Path, run_dir: Path, cancelled: Callable[[], bool]) -> None:
+                 workdir: str, steps_dir: Path, run_dir: Path, cancelled: Callable[[], bool],
+                 timeout: float | None = None) -> None:
         self.step, self.cfg, self.argv, self.env = step_name, dict(sweep), argv, dict(env)
         self.workdir, self.steps_dir, self.cancelled = workdir, steps_dir, cancelled
+        self.timeout = timeout
         key = env.get("LOOPLINE_IDEMPOTENCY_KEY") or env.get("LOOPLINE_RUN_NAME") or run_dir.name
         self.name = study_name(env.get("LOOPLINE_MODEL", ""), step_name, key)
         storage, self.storage_label = storage_for(env, run_dir, self.name)
@@ -159,12 +215,10 @@ class _Sweep:
                     self.stop_all("cancelled")
                     raise SweepFailed("cancelled")
                 self.reap()
-                failed = self.count(optuna.trial.TrialState.FAIL)
-                if failed > self.max_failed:
+                failure = self.too_many_failures()
+                if failure is not None:
                     self.stop_all("the sweep failed")
-                    reason, log = self.last_failure
-                    raise SweepFailed(f"sweep {self.step}: {failed} trials failed (max_failed_trials "
-                                      f"{self.max_failed}){'; last: ' + reason if reason else ''}", log)
+                    raise failure
                 done = self.finished()
                 if done >= self.budget and not self.running:
                     break
@@ -218,6 +272,10 @@ class _Sweep:
     def reap(self) -> None:
         for number, running in list(self.running.items()):
             code = running.proc.poll()
+            if code is None and self.timeout is not None and time.monotonic() - running.started > self.timeout:
+                running.timed_out = True
+                _killpg(running.proc.pid, signal.SIGKILL)
+                code = running.proc.wait()
             if code is None:
                 continue
             del self.running[number]
@@ -240,13 +298,20 @@ class _Sweep:
             self.study.tell(trial, value)
             print(f"sweep {self.step}: trial {number} complete: {self.objective}={value}", flush=True)
             return
-        reason = (_exit_reason(number, code) if code != 0
-                  else f"trial {number} reported no {self.objective!r} (candidate_metrics or an output)")
+        if running.timed_out:
+            reason = f"DeadlineExceeded: trial {number} ran past {self.timeout:g}s"
+        elif code != 0:
+            reason = _exit_reason(number, code)
+        else:
+            reason = f"trial {number} reported no {self.objective!r} (candidate_metrics or an output)"
+        crashed = code != 0 and not running.timed_out       # a retry might finish it
+        trial.set_user_attr("failure", reason)
+        trial.set_user_attr("crashed", crashed)
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         self.last_failure = (reason, running.log)
         self.close_child_run(number)
         print(f"sweep {self.step}: {reason}", flush=True)
-        if code != 0 and self.count(optuna.trial.TrialState.FAIL) <= self.max_failed:
+        if crashed and self.count(optuna.trial.TrialState.FAIL) <= self.max_failed:
             # the process died (a crash, a kill): the same parameters get another go
             self.study.enqueue_trial(running.params, user_attrs={"retry_of": number})
 
@@ -268,6 +333,109 @@ class _Sweep:
             self.close_child_run(number)
             print(f"sweep {self.step}: trial {number} stopped ({why})", flush=True)
         self.running.clear()
+
+    def too_many_failures(self) -> SweepFailed | None:
+        failed = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if len(failed) <= self.max_failed:
+            return None
+        reason, log = self.last_failure
+        reason = reason or str(failed[-1].user_attrs.get("failure") or "")
+        return SweepFailed(f"sweep {self.step}: {len(failed)} trials failed (max_failed_trials "
+                           f"{self.max_failed}){'; last: ' + reason if reason else ''}", log)
+
+    # -- on a cluster: the trials are pods, one trial per index -------------------------------
+
+    def open(self, inputs: Mapping[str, Any]) -> None:
+        """Make the study ready for the trial pods: the upstream outputs they fill the command's
+        placeholders from, and the MLflow parent run their runs nest under."""
+        attrs = self.study.user_attrs
+        parent = attrs.get("parent_run_id") or self.parent_run()
+        self.study.set_user_attr("inputs", dict(inputs))
+        self.study.set_user_attr("parent_run_id", parent)
+        self.study.set_user_attr("open", True)
+        self.parent_run_id = parent
+        print(f"sweep {self.step}: open for {self.budget} trial pods ({self.parallelism} at a time)", flush=True)
+
+    def settled(self) -> int:
+        """Indexes done for good: complete, pruned, or failed for a reason a retry would not change."""
+        return sum(1 for t in self.study.get_trials(deepcopy=False, states=_FINISHED)
+                   if "index" in t.user_attrs and not t.user_attrs.get("crashed"))
+
+    def await_pods(self) -> dict[str, Any]:
+        """The Job launcher's pipeline pod: wait until every index of the trial Job has settled."""
+        try:
+            while self.settled() < self.budget:
+                if self.cancelled():
+                    raise SweepFailed("cancelled")
+                failure = self.too_many_failures()
+                if failure is not None:
+                    raise failure
+                time.sleep(_POD_POLL)
+        except BaseException:
+            self.end_parent("FAILED")
+            raise
+        return self.close()
+
+    def wait_open(self, timeout: float) -> dict[str, Any] | None:
+        """A trial pod of the Job launcher starts with the pipeline pod: wait for the sweep to open."""
+        deadline = time.monotonic() + timeout
+        while True:
+            attrs = self.study.user_attrs
+            if attrs.get("open"):
+                self.parent_run_id = attrs.get("parent_run_id")
+                return dict(attrs.get("inputs") or {})
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(_POD_POLL)
+
+    def run_index(self, index: int) -> int:
+        """One trial pod: the trial of `index`, once. 0 when the index has settled (now or before);
+        1 when the trial's process died: the orchestrator retries the index, and the retry runs the
+        re-enqueued parameters (this pod or another index's, whichever asks first)."""
+        for old in self.study.get_trials(deepcopy=False):
+            if old.user_attrs.get("index") != index:
+                continue
+            if old.state == optuna.trial.TrialState.RUNNING:      # this index's previous pod died
+                trial = optuna.Trial(self.study, old._trial_id)
+                trial.set_user_attr("crashed", True)
+                trial.set_user_attr("failure", f"trial {old.number}: its pod died")
+                self.study.tell(old.number, state=optuna.trial.TrialState.FAIL)
+                self.close_child_run(old.number)
+                if self.count(optuna.trial.TrialState.FAIL) <= self.max_failed:
+                    self.study.enqueue_trial(old.params, user_attrs={"retry_of": old.number})
+                print(f"sweep {self.step}: trial {old.number} of index {index} lost its pod", flush=True)
+            elif old.state in _FINISHED and not old.user_attrs.get("crashed"):
+                print(f"sweep {self.step}: index {index} settled already (trial {old.number})", flush=True)
+                return 0
+        if self.too_many_failures() is not None:
+            print(f"sweep {self.step}: index {index} starts nothing: the sweep has failed", flush=True)
+            return 0
+        trial = self.study.ask(self.space)
+        trial.set_user_attr("index", index)
+        self.start(trial)
+        running = self.running[trial.number]
+        while self.running:
+            self.reap()
+            time.sleep(_POLL)
+        return 1 if running.proc.returncode != 0 and not running.timed_out else 0
+
+    def close(self) -> dict[str, Any]:
+        """Every index has ended: the best trial's outputs. A trial still RUNNING lost its pod for good."""
+        for old in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            trial = optuna.Trial(self.study, old._trial_id)
+            trial.set_user_attr("failure", f"trial {old.number}: its pod died and was not retried")
+            self.study.tell(old.number, state=optuna.trial.TrialState.FAIL)
+        self.parent_run_id = self.parent_run_id or self.study.user_attrs.get("parent_run_id")
+        try:
+            failure = self.too_many_failures()
+            if failure is not None:
+                raise failure
+            outputs = self.result()
+        except BaseException:
+            self.end_parent("FAILED")
+            raise
+        self.end_parent("FINISHED", outputs)
+        return outputs
 
     def result(self) -> dict[str, Any]:
         complete = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -22,6 +22,7 @@ PUBLISH = ["publish", "retrain", "--model", "clf", "--reason", "r"]
 BUS_COMMANDS = [
     ["status"],
     ["lineage", "clf", "1"],
+    ["why", "some-event-id"],
     ["events", "tail"],
     ["dlq", "list"],
     ["dlq", "replay", "0:0"],

@@ -58,7 +58,7 @@ MODES = [("SSL", None), ("SASL_SSL", "SCRAM-SHA-512"), ("SASL_PLAINTEXT", "SCRAM
          ("SASL_SSL", "OAUTHBEARER")]
 ALL_MODES = MODES + [("SASL_SSL", "PLAIN"), ("SASL_PLAINTEXT", "OAUTHBEARER")]
 # A refused kafka-python client retries its bootstrap for 30 s by default: 3 s is enough here.
-FAST = {"bootstrap_timeout_ms": 3000}
+FAST = {"bootstrap_timeout_ms": 1000}   # a refusal ends in a timeout: make it short
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -231,7 +231,7 @@ def test_the_serving_prediction_log_publishes(kafka, topics, mode):
 def kafka_python_clients(bootstrap, topics, config):
     """Each loopline wrapper of a kafka-python client, made (and used) with `config`."""
     return {
-        "admin": lambda: ensure_topics(bootstrap, topics, timeout=3, **config),
+        "admin": lambda: ensure_topics(bootstrap, topics, timeout=1, **config),
         "publisher": lambda: Publisher(bootstrap, topics, **config).close(),
         "snapshot": lambda: read_events(bootstrap, topics, **config),
         "lag": lambda: LagProbe(bootstrap, "g", **config).close(),

@@ -153,6 +153,23 @@ def test_the_pruner_stops_a_poor_trial_early(launcher, tmp_path) -> None:
         assert '"pruned": true' in out.read_text()
 
 
+def test_the_steps_timeout_bounds_each_trial_and_a_trial_past_it_is_not_retried(launcher, tmp_path) -> None:
+    sweep = {"space": SPACE, "objective": "accuracy", "trials": 2, "parallelism": 1, "max_failed_trials": 1}
+    sleeper = str(Path(__file__).resolve().parents[1] / "fixtures" / "steps" / "sleep.py")
+    step = Step("train", ("python", sleeper, "60"), sweep=sweep, timeout_seconds=1)
+    hung = spec(tmp_path, sweep, "req-timeout")
+    hung = LaunchSpec(run_name=hung.run_name, model=MODEL, pipeline=Pipeline((step,)), env=hung.env,
+                      workdir=hung.workdir)
+    started = time.monotonic()
+    assert launcher.submit(hung)
+    status = wait_terminal(launcher, hung.run_name, SWEEP_TIMEOUT)
+    assert status.phase == "Failed" and "DeadlineExceeded: trial" in status.reason and "ran past 1s" in status.reason
+    assert time.monotonic() - started < 30                   # not the trials' 60 s
+    study = load_study(tmp_path, "req-timeout")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert all(t.user_attrs["crashed"] is False and "retry_of" not in t.user_attrs for t in study.trials)
+
+
 @pytest.mark.parametrize("sweep, error", [
     ({"space": {"lr": {"type": "float", "low": 0.1, "high": 0.01}}, "objective": "acc", "trials": 8},
      "sweep.space.lr: Value error, low (0.1) is above high (0.01)"),

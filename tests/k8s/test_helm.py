@@ -57,7 +57,8 @@ KINDS = ["ConfigMap", "Deployment", "Deployment", "Deployment", "HorizontalPodAu
 @pytest.mark.parametrize("values, kinds", [
     ("default", sorted([*KINDS, "Secret"])),    # the serving key: made by the chart
     # the serving key: an existing Secret; alerts (a custom resource) and the dashboard's ConfigMap
-    ("full", sorted([*KINDS, "ConfigMap", "PrometheusRule"])),
+    # and the dead-letter spill store's claim
+    ("full", sorted([*KINDS, "ConfigMap", "PersistentVolumeClaim", "PrometheusRule"])),
 ], ids=list(VALUES))
 def test_every_rendered_manifest_validates_against_the_kubernetes_schemas(values, kinds):
     docs = manifests(VALUES[values])
@@ -240,6 +241,85 @@ def test_operator_keys_come_from_an_existing_secret_mounted_where_the_worker_rea
     assert not [v for v in default["volumes"] if "secret" in v]
 
 
+def worker_spec(values: dict) -> dict:
+    return next(d for d in by_kind(manifests(values), "Deployment")
+                if d["metadata"]["name"].endswith("-worker"))["spec"]["template"]["spec"]
+
+
+def spill_uri(spec: dict) -> str | None:
+    return next((e["value"] for e in spec["containers"][0]["env"]
+                 if e["name"] == "LOOPLINE_DEADLETTER_SPILL_URI"), None)
+
+
+def test_dead_letter_bytes_go_to_the_spill_uri_value_on_the_worker_only(monkeypatch):
+    """deadletter.spillUri reaches the worker as the setting the spill store is built from
+    (loopline/worker.py -> streams.spill.SpillStore); no volume is needed for an object store."""
+    from loopline.settings import Settings
+
+    values = {"deadletter": {"spillUri": "s3://ml-bucket/loopline/deadletter"}}
+    docs = manifests(values)
+    spec = worker_spec(values)
+    assert spill_uri(spec) == "s3://ml-bucket/loopline/deadletter"
+    assert "deadletter" not in {v["name"] for v in spec["volumes"]}
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    for deployment in by_kind(docs, "Deployment"):     # serving and the page dead-letter nothing
+        if not deployment["metadata"]["name"].endswith("-worker"):
+            assert spill_uri(deployment["spec"]["template"]["spec"]) is None
+    monkeypatch.setenv("LOOPLINE_DEADLETTER_SPILL_URI", spill_uri(spec))
+    assert Settings().deadletter_spill_uri == "s3://ml-bucket/loopline/deadletter"
+
+
+def test_by_default_the_spilled_bytes_live_in_the_worker_s_emptydir_and_the_notes_say_so():
+    """What the values are for: without them the spill store is <state dir>/deadletter, an emptyDir."""
+    spec = worker_spec({})
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert spill_uri(spec) is None and env["LOOPLINE_STATE_DIR"] == "/var/lib/loopline"
+    assert next(v for v in spec["volumes"] if v["name"] == "state") == {"name": "state", "emptyDir": {}}
+    with helm.Chart.load(str(CHART)) as chart:
+        notes = chart.render({}, name="loopline", namespace="ml")["loopline/templates/NOTES.txt"]
+    assert "lost when\nthe pod is replaced: set deadletter.spillUri or deadletter.persistence.enabled" in notes
+
+
+@pytest.mark.parametrize("claim", ["", "shared-deadletter"], ids=["chart-made", "existing-claim"])
+def test_a_dead_letter_volume_is_mounted_where_the_spill_uri_points(claim):
+    """deadletter.persistence: one claim (ReadWriteMany by default: every worker replica mounts
+    it), mounted by the worker at the path its spill URI names; the rest of the state dir stays
+    an emptyDir per pod. The chart makes the claim (kept on uninstall) unless one is given."""
+    from streams.spill import SpillStore
+
+    persistence = {"enabled": True, "existingClaim": claim, "storageClass": "efs-sc", "size": "20Gi"}
+    values = {"worker": {"replicas": 3}, "deadletter": {"persistence": persistence}}
+    docs = manifests(values)
+    spec = worker_spec(values)
+    uri = spill_uri(spec)
+    container = spec["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "deadletter")
+    assert uri == "file://" + mount["mountPath"] and not mount.get("readOnly")
+    assert not any(m["mountPath"] == mount["mountPath"] or mount["mountPath"].startswith(m["mountPath"] + "/")
+                   for m in container["volumeMounts"] if m is not mount)
+    volume = next(v for v in spec["volumes"] if v["name"] == "deadletter")
+    claims = by_kind(docs, "PersistentVolumeClaim")
+    if claim:
+        assert volume == {"name": "deadletter", "persistentVolumeClaim": {"claimName": claim}}
+        assert not claims
+    else:
+        (pvc,) = claims
+        validate_k8s(pvc)
+        assert volume["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"] == "loopline-deadletter"
+        assert pvc["metadata"]["namespace"] == "ml"
+        assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert pvc["spec"] == {"accessModes": ["ReadWriteMany"], "storageClassName": "efs-sc",
+                               "resources": {"requests": {"storage": "20Gi"}}}
+    assert next(v for v in spec["volumes"] if v["name"] == "state") == {"name": "state", "emptyDir": {}}
+    # The URI is one the spill store takes as a local folder: the mount path itself.
+    assert SpillStore(uri).root == mount["mountPath"]
+
+
+def test_a_spill_uri_and_a_dead_letter_volume_together_are_refused_at_render():
+    with pytest.raises(helm.HelmError, match="deadletter.spillUri and deadletter.persistence.enabled"):
+        render({"deadletter": {"spillUri": "s3://b/dl", "persistence": {"enabled": True}}})
+
+
 def component(docs: list[dict], kind: str, name: str) -> list[dict]:
     return [d for d in by_kind(docs, kind) if d["metadata"]["labels"]["app.kubernetes.io/component"] == name]
 
@@ -404,7 +484,11 @@ def test_an_autoscaler_that_cannot_work_is_refused_at_render_naming_the_value(se
                                  {"serving": {"batching": {"maxWaitMs": 5000}}},
                                  {"serving": {"batching": {"maxWaitMs": "2ms"}}},
                                  {"serving": {"key": {"existingSecret": "Serving_Key"}}},
-                                 {"serving": {"autoscaling": {"minReplicas": 2}}}])
+                                 {"serving": {"autoscaling": {"minReplicas": 2}}},
+                                 {"deadletter": {"spillUri": "relative/deadletter"}},
+                                 {"deadletter": {"persistence": {"accessModes": ["ReadWriteSometimes"]}}},
+                                 {"deadletter": {"persistence": {"size": "lots"}}},
+                                 {"deadletter": {"persistence": {"enabled": True, "claim": "x"}}}])
 def test_values_schema_rejects_bad_values(bad):
     with pytest.raises(helm.HelmError, match="values don't meet the specifications of the schema"):
         render(bad)

@@ -174,13 +174,35 @@ def test_a_distributed_model_reaches_its_launcher_as_ranks(tmp_path):
     assert distributed_runs(models, "kubernetes") == {}
 
 
-def test_a_sweep_on_a_cluster_launcher_is_refused_until_it_fans_out_there(tmp_path):
-    path = tmp_path / "loopline.yaml"
+def _sweep_model(launcher: str, kubernetes: dict, step_env: dict | None = None) -> dict:
     steps = model()["pipeline"]["steps"]
     steps[0]["sweep"] = {"space": {"alpha": {"type": "float", "low": 0.1, "high": 1.0}},
                          "objective": "accuracy", "trials": 4}
-    path.write_text(yaml.safe_dump({"models": [model(pipeline={
-        "launcher": "kubernetes", "kubernetes": {"image": "img"}, "steps": steps})]}))
-    with pytest.raises(config.ConfigError, match=r"models\[0\]\.pipeline\.steps\[0\]\.sweep: sweeps fan out "
-                                                 r"on the local launcher only"):
+    if step_env is not None:
+        steps[0]["env"] = step_env
+    return model(pipeline={"launcher": launcher, "kubernetes": kubernetes, "steps": steps})
+
+
+@pytest.mark.parametrize("launcher", ["kubernetes", "argo"])
+def test_a_sweep_on_a_cluster_needs_a_study_every_pod_reaches(tmp_path, launcher):
+    path = tmp_path / "loopline.yaml"
+    path.write_text(yaml.safe_dump({"models": [_sweep_model(launcher, {"image": "img"})]}))
+    with pytest.raises(config.ConfigError, match=r"models\[0\]\.pipeline\.steps\[0\]\.sweep: trial pods on "
+                                                 rf"'{launcher}' share their study through an RDB: .*LOOPLINE_SWEEP_STORAGE"):
         config.load(path)
+    # from a Secret, or in the step's env: accepted
+    path.write_text(yaml.safe_dump({"models": [_sweep_model(launcher, {"image": "img", "env_from_secrets": ["db"]})]}))
+    assert config.load(path)["clf"].config.pipeline.steps[0].sweep.trials == 4
+    path.write_text(yaml.safe_dump({"models": [_sweep_model(
+        launcher, {"image": "img"}, {"LOOPLINE_SWEEP_STORAGE": "postgresql://db/optuna"})]}))
+    assert config.load(path)["clf"].config.pipeline.steps[0].sweep is not None
+
+
+def test_a_sweep_of_distributed_runs_is_refused(tmp_path):
+    path = tmp_path / "loopline.yaml"
+    path.write_text(yaml.safe_dump({"models": [_sweep_model(
+        "kubernetes", {"image": "img", "env_from_secrets": ["db"], "distributed": {"workers": 2}})]}))
+    with pytest.raises(config.ConfigError, match=r"steps\[0\]\.sweep: a sweep of distributed runs is not supported"):
+        config.load(path)
+
+

@@ -48,14 +48,31 @@ REPORT = {
 }
 
 
+def model_rows(text: str) -> dict[str, str]:
+    """The model table's two-column rows as {label: value}: `│ paused │ yes │` -> {"paused": "yes"}."""
+    cells = (line.strip("│ ").split("│") for line in text.splitlines() if line.startswith("│"))
+    return {row[0].strip(): row[1].strip() for row in cells if len(row) == 2}
+
+
 def test_the_status_table_shows_what_an_operator_asks_first():
     out = io.StringIO()
     status.show(REPORT, Console(file=out, width=220, color_system=None))
     text = out.getvalue()
-    for needle in ("v3 accuracy=0.91 gate passed data b3", "v2 accuracy=0.88", "v1 (not in the registry)",
-                   "paused", "yes", "suppressed triggers", "4", "clf-abc", "runs:/r4", "req-9",
+    rows = model_rows(text)
+    assert rows["paused"] == "yes"
+    assert rows["suppressed triggers"] == "4"
+    assert rows["champion"] == "v3 accuracy=0.91 gate passed data b3"
+    for needle in ("v2 accuracy=0.88", "v1 (not in the registry)", "clf-abc", "runs:/r4", "req-9",
                    "data.arrived", "500 rows", "0:7: bad signature", "p.data.arrived", "consumer lag"):
         assert needle in text, needle
+
+
+def test_a_running_model_says_it_is_not_paused():
+    running = {**REPORT["models"]["clf"], "paused": False, "suppressed_triggers": 0}
+    out = io.StringIO()
+    status.show({**REPORT, "models": {"clf": running}}, Console(file=out, width=220, color_system=None))
+    rows = model_rows(out.getvalue())
+    assert (rows["paused"], rows["suppressed triggers"]) == ("no", "0")
 
 
 def test_an_event_line_shows_its_brackets_as_written():

@@ -181,3 +181,28 @@ client made). A combination that cannot work fails the render, naming the value 
 {{- define "loopline.servingKeySecret" -}}
 {{- default (printf "%s-serving-key" (include "loopline.fullname" .)) .Values.serving.key.existingSecret }}
 {{- end }}
+
+{{/*
+The dead-letter spill store (streams/spill.py): deadletter.spillUri, else the claim of
+deadletter.persistence mounted at deadletterMount, else empty (the worker's default,
+<state dir>/deadletter: an emptyDir, lost with the pod).
+*/}}
+{{- define "loopline.deadletterMount" -}}
+/var/lib/loopline-deadletter
+{{- end }}
+
+{{- define "loopline.deadletterClaim" -}}
+{{- default (printf "%s-deadletter" (include "loopline.fullname" .)) .Values.deadletter.persistence.existingClaim }}
+{{- end }}
+
+{{- define "loopline.deadletterSpillUri" -}}
+{{- $d := .Values.deadletter }}
+{{- if and $d.spillUri $d.persistence.enabled }}
+{{- fail "deadletter.spillUri and deadletter.persistence.enabled both say where the spilled bytes go: set one of them" }}
+{{- end }}
+{{- if $d.spillUri }}
+{{- $d.spillUri }}
+{{- else if $d.persistence.enabled }}
+{{- printf "file://%s" (include "loopline.deadletterMount" .) }}
+{{- end }}
+{{- end }}
