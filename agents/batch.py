@@ -22,6 +22,13 @@ replays what an in-memory window had counted instead of losing it. Rebalances dr
 handler's state for revoked partitions (their new owner replays from the committed offset).
 An exception in the handler is logged and the batch is retried from the last commit by
 seeking back, after a back-off: at-least-once, and a bug never kills the worker.
+
+A handler with a `wants(tp)` method may let partitions rest: after each batch, an assigned
+partition it does not want is paused (librdkafka stops fetching it, so its records cost this
+process nothing), and one it wants again is resumed from the offset after the last record it was
+given. Nothing is skipped: a rested partition is read from where it stopped. The experiment folder
+rests the feedback partitions where no experiment runs: reading all feedback a second time, in
+the worker that counts it, halved the feedback path (151k → 74k records/s, `bench.throughput`).
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ class BatchHandler(Protocol):
 
     def revoked(self, partitions: list[TP]) -> None:
         """These partitions went to another worker: forget their state."""
+
+    # optional: def wants(self, tp: TP) -> bool -- False lets the partition rest (paused)
 
 
 class BatchConsumer:
@@ -98,6 +107,8 @@ class BatchConsumer:
         committed: dict[TP, int] = {}
         positions: dict[TP, int] = {}       # next offset after the newest record seen
         assignment: set[TP] = set()
+        paused: set[TP] = set()
+        wants = getattr(handler, "wants", None)
 
         def call(fn, *args):
             return loop.run_in_executor(thread, fn, *args)
@@ -112,6 +123,7 @@ class BatchConsumer:
                 assignment.discard(tp)
                 positions.pop(tp, None)
                 committed.pop(tp, None)
+                paused.discard(tp)                # a partition assigned again starts unpaused
 
         consumer = await call(self._new_consumer)
         consumer.subscribe(self.topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
@@ -160,9 +172,28 @@ class BatchConsumer:
                         committed.update(offsets)
                     except KafkaException as exc:  # a rebalance in between: replayed
                         log.warning("commit of %s failed (%s): the next owner replays", offsets, exc)
+                if wants is not None:
+                    await call(self._rest, consumer, wants, assignment, paused, positions)
         finally:
             await asyncio.shield(call(consumer.close))
             thread.shutdown(wait=False)
+
+    @staticmethod
+    def _rest(consumer, wants, assignment: set[TP], paused: set[TP], positions: dict[TP, int]) -> None:
+        """Pause what the handler does not want, resume what it wants again (consumer thread)."""
+        from confluent_kafka import TopicPartition
+
+        rest = [tp for tp in assignment if tp not in paused and not wants(tp)]
+        wake = [tp for tp in paused if tp in assignment and wants(tp)]
+        if rest:
+            consumer.pause([TopicPartition(*tp) for tp in rest])
+            paused.update(rest)
+        if wake:
+            consumer.resume([TopicPartition(*tp) for tp in wake])
+            for tp in wake:
+                paused.discard(tp)
+                if tp in positions:       # records fetched before the pause were dropped
+                    consumer.seek(TopicPartition(tp[0], tp[1], positions[tp]))
 
     @staticmethod
     def _batch(messages: list) -> dict[TP, list[Record]]:

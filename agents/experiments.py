@@ -185,6 +185,15 @@ class ExperimentFolder:
             if topic == self.topics.feedback:
                 self.parts.pop(partition, None)
 
+    def wants(self, tp) -> bool:
+        """The batch consumer rests a feedback partition where no experiment runs (agents.batch):
+        its feedback could count for nothing. A rollout starting there (its own topic is never
+        rested) wakes it, and its feedback is read from where it stopped."""
+        topic, partition = tp
+        part = self.parts.get(partition)
+        return (topic != self.topics.feedback or part is None
+                or any(exp.status in LIVE for exp in part.experiments.values()))
+
     async def process(self, batch: Mapping[Any, list], now: float,
                       caught_up: Mapping[Any, bool]) -> dict[Any, int]:
         new = sorted({p for _, p in batch} - self.parts.keys())

@@ -43,16 +43,19 @@ def install(app, ctx: Context, trigger, checker=None) -> dict:
         config=opts.security.confluent())
 
     # The experiment folder: always installed (idle it costs one empty fetch per 200 ms), so a
-    # rollout an operator starts on a `direct` model still runs. Its own group: it reads all
+    # rollout an operator starts on a `direct` model still runs. Its own group: it reads the
     # feedback again, and commits by what its published state holds (agents.experiments).
+    # It rests the feedback partitions where no experiment runs (ExperimentFolder.wants), and
+    # fetches less ahead than the windows (4 MB, 2,000 records a batch): only live experiments'
+    # feedback counts here, and its memory is the worker's.
     experiments = ExperimentFolder(ctx)
     experiment_feed = BatchConsumer(
         bootstrap=opts.broker, group=f"{opts.group}-experiments",
         topics=[topics.feedback, topics.rollout, topics.deployment, topics.shadow],
-        handler=experiments, fetch_max_wait_ms=max(opts.fetch_max_wait_ms, 100),
+        handler=experiments, fetch_max_wait_ms=max(opts.fetch_max_wait_ms, 100), max_records=2_000,
         rebalance_timeout=opts.rebalance_timeout, session_timeout=opts.session_timeout,
         heartbeat_interval=opts.heartbeat_interval, client_id=f"{opts.group}-experiments",
-        config=opts.security.confluent())
+        config={"queued.max.messages.kbytes": 4 << 10, **opts.security.confluent()})
 
     def raw(*names: str):
         return app.topic(*names, value_type=bytes, key_type=bytes, value_serializer="raw",
