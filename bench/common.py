@@ -340,14 +340,18 @@ def probe_parse_rate(bootstrap: str, topic: str, count: int, max_records: int = 
 def probe_parse_rate_librdkafka(bootstrap: str, topic: str, count: int, max_records: int = 20_000) -> dict:
     """The same bare consume + parse through librdkafka (confluent-kafka, the client of the
     worker's feedback consumer): one consumer, `consume(max_records)`, json.loads each."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-bare-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "fetch.wait.max.ms": FETCH_MAX_WAIT_MS, "fetch.max.bytes": 64 << 20,
                   "max.partition.fetch.bytes": 8 << 20,
                   "fetch.queue.backoff.ms": 10})   # as the worker's: no 1 s pause on a full queue
-    c.subscribe([topic])
+    # Assigned, not subscribed: a bare reader needs no group, and a group join cost ~23 s on
+    # Tansu (it holds a JoinGroup for the rebalance timeout); the clock starts after the first
+    # batch either way.
+    partitions = c.list_topics(topic, timeout=30).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     seen, timed, checksum, started = 0, 0, 0, None
     deadline = time.monotonic() + 120
     try:
