@@ -67,7 +67,7 @@ demo: $(STAMP)
 BROKERS ?= embedded,kafka
 test: $(STAMP) postgres kafka chromium
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile --broker $(BROKERS)   # 2 cores (3 workers measured slower)
+	$(BIN)/python -m pytest -q -ra --durations=15 -n 2 --dist loadfile --shuffle --broker $(BROKERS)   # 2 cores (3 workers measured slower); --shuffle: tests/conftest.py
 
 bench: $(STAMP) kafka chromium
 	$(BIN)/python -m bench

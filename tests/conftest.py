@@ -9,11 +9,18 @@
 (or LOOPLINE_TEST_BROKER=...). The integration tests run unchanged on each. `make test` runs
 `--broker embedded,kafka`: where Java or Maven is missing, the Kafka runs skip with that reason
 outside CI and fail in CI.
+
+    pytest --shuffle                the tests of each file in tests/unit and tests/k8s in a random
+                                    order (the seed is in the header; LOOPLINE_TEST_SEED=N repeats
+                                    it): `make test` does, so a test that needs another to run
+                                    first fails somewhere. Integration files share a stack per
+                                    module and keep their order.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import uuid
@@ -26,6 +33,40 @@ KAFKA_IMAGE = "apache/kafka:3.9.1"
 def pytest_addoption(parser):
     parser.addoption("--broker", default=os.environ.get("LOOPLINE_TEST_BROKER", "embedded"),
                      help="embedded | kafka | docker | HOST:PORT, or a comma list (see tests/conftest.py)")
+    parser.addoption("--shuffle", action="store_true",
+                     help="shuffle the tests of each file in tests/unit and tests/k8s (LOOPLINE_TEST_SEED repeats)")
+
+
+SHUFFLED = ("tests/unit/", "tests/k8s/")
+SEED_ENV = "LOOPLINE_TEST_SEED"
+
+
+def pytest_configure(config):
+    # The seed is drawn once, before xdist starts its workers: they inherit the environment, and
+    # they must all collect the same order.
+    if config.getoption("--shuffle", default=False) and not os.environ.get(SEED_ENV):
+        os.environ[SEED_ENV] = str(random.randrange(1 << 32))
+
+
+def pytest_report_header(config):
+    if config.getoption("--shuffle", default=False):
+        return f"shuffled tests/unit and tests/k8s with {SEED_ENV}={os.environ[SEED_ENV]}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--shuffle", default=False):
+        return
+    rng = random.Random(int(os.environ[SEED_ENV]))
+    by_file: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        path = item.nodeid.split("::", 1)[0]
+        if path.startswith(SHUFFLED):
+            by_file.setdefault(path, []).append(index)
+    for places in by_file.values():             # within each file: loadfile keeps files whole
+        tests = [items[i] for i in places]
+        rng.shuffle(tests)
+        for place, item in zip(places, tests):
+            items[place] = item
 
 
 def pytest_generate_tests(metafunc):
