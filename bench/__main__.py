@@ -1,13 +1,13 @@
 """`python -m bench` (`make bench`): every benchmark in turn, one summary table at the end.
 
     python -m bench [--quick]
-                    [--only trigger,trigger@kafka,launch,throughput,throughput@kafka,loop,drift,memory,serving,ui,sweep]
+                    [--only trigger,trigger@kafka,launch,throughput,throughput@kafka,loop,drift,memory,serving,ui,sweep,scale]
 
 Each benchmark prints its own table and writes its JSON to bench/results/ (`<name>-latest.json`
 and a timestamped copy); the summary (goal, measured, bare baseline, ratio, holds) goes to
 bench/results/summary-latest.json with the machine it ran on. `--quick` runs every benchmark on
 a small size (what the test suite does): the numbers are then not worth quoting.
-A full run takes about five minutes on 2 cores (serving: half a minute more).
+A full run takes about five minutes on 2 cores (serving: half a minute more; scale: two minutes more).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import traceback
 from functools import partial
 from typing import Any, Callable
 
-from bench import common, drift, launch, loop, memory, serving, sweep, throughput, trigger, ui
+from bench import common, drift, launch, loop, memory, scale, serving, sweep, throughput, trigger, ui
 
 def _on(name: str) -> dict[str, str]:
     """`trigger@kafka` runs the trigger bench on Apache Kafka; a bare name on its default broker."""
@@ -26,7 +26,8 @@ def _on(name: str) -> dict[str, str]:
 
 
 BENCHES = {bench.name: bench for bench in (trigger.BENCH, launch.BENCH, throughput.BENCH, loop.BENCH,
-                                           drift.BENCH, memory.BENCH, serving.BENCH, ui.BENCH, sweep.BENCH)}
+                                           drift.BENCH, memory.BENCH, serving.BENCH, ui.BENCH, sweep.BENCH,
+                                           scale.BENCH)}
 ON_KAFKA = ("trigger", "throughput")      # the bus-bound paths, measured on Apache Kafka too
 BENCHES.update({f"{name}@kafka": BENCHES[name] for name in ON_KAFKA})
 FULL = {name: partial(bench.run, **{**bench.sizes(), **_on(name)}) for name, bench in BENCHES.items()}
@@ -92,6 +93,15 @@ def _memory(r: dict) -> dict[str, Any]:
     return {"measured": f"{r['idle_mb']:.0f} MB idle", "note": f"peak under load {r['load_peak_mb']:.0f} MB"}
 
 
+def _scale(r: dict) -> dict[str, Any]:
+    label = {key: label for key, (label, _) in scale.METRICS.items()}
+    top = r["rows"][-1]
+    return {"measured": f"at N={top['models']:,}: start-up {top['startup_cold_s']:.1f} s "
+                        f"(after SIGKILL {top['startup_after_kill_s']:.1f}), RSS {top['rss_idle_mb']:.0f} MB, "
+                        f"status {top['status_s']:.1f} s",
+            "note": "; ".join(f"{label[key]} {fit['text']}" for key, fit in r["fits"].items())}
+
+
 # One summary row per benchmark: its goal (worded from the constants the benchmark checks), and
 # what the row says of a result; `holds` is the result's own (none where no goal is set).
 def _with_kafka_rows(rows: dict[str, tuple[str, Callable]]) -> dict[str, tuple[str, Callable]]:
@@ -113,6 +123,7 @@ ROWS: dict[str, tuple[str, Callable[[dict], dict[str, Any]]]] = _with_kafka_rows
     "loop": (f"data event → promoted model answers, minus the step, <= {loop.GOAL_SECONDS:g} s", _loop),
     "drift": ("drift check time (no goal set)", _drift),
     "memory": (f"worker RSS idle <= {memory.GOAL_IDLE_MB:g} MB", _memory),
+    "scale": ("growth with the number of models: start-up, RSS, tick CPU, status (no goal set yet)", _scale),
     "serving": (f"one-row predictions >= {serving.GOAL_RPS_RATIO:g}x mlflow models serve's requests/s at "
                 f"c={serving.HIGH}, p99 <= {serving.GOAL_P99_C1_MS:g} ms at c=1, routing <= "
                 f"{serving.GOAL_ROUTING_P50_MS:g} ms p50", _serving),

@@ -62,7 +62,7 @@ def test_a_bad_flag_value_is_refused_before_anything_runs(results, capsys):
 def test_every_size_of_every_benchmark_is_a_keyword_of_its_run():
     """A misspelt size would otherwise surface only when `make bench` reaches that benchmark."""
     assert list(bench_main.BENCHES) == ["trigger", "launch", "throughput", "loop", "drift", "memory",
-                                        "serving", "ui", "sweep", "trigger@kafka", "throughput@kafka"]
+                                        "serving", "ui", "sweep", "scale", "trigger@kafka", "throughput@kafka"]
     for name, bench in bench_main.BENCHES.items():
         assert bench.name == name.partition("@")[0]
         for plan in (bench_main.FULL, bench_main.QUICK):
