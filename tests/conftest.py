@@ -53,6 +53,12 @@ def pytest_report_header(config):
         return f"shuffled tests/unit and tests/k8s with {SEED_ENV}={os.environ[SEED_ENV]}"
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # `-q` hides the header: the seed that repeats a failing order goes at the end too.
+    if config.getoption("--shuffle", default=False):
+        terminalreporter.write_line(f"shuffled tests/unit and tests/k8s with {SEED_ENV}={os.environ[SEED_ENV]}")
+
+
 def pytest_collection_modifyitems(config, items):
     if not config.getoption("--shuffle", default=False):
         return
