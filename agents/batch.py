@@ -172,26 +172,27 @@ class BatchConsumer:
                         committed.update(offsets)
                     except KafkaException as exc:  # a rebalance in between: replayed
                         log.warning("commit of %s failed (%s): the next owner replays", offsets, exc)
-                if wants is not None:
-                    await call(self._rest, consumer, wants, assignment, paused, positions)
+                if wants is not None:       # asked here, on the loop, where the handler's state lives
+                    rest = [tp for tp in assignment if tp not in paused and not wants(tp)]
+                    wake = [tp for tp in paused if tp in assignment and wants(tp)]
+                    if rest or wake:
+                        await call(self._rest, consumer, rest, wake, positions)
+                        paused.update(rest)
+                        paused.difference_update(wake)
         finally:
             await asyncio.shield(call(consumer.close))
             thread.shutdown(wait=False)
 
     @staticmethod
-    def _rest(consumer, wants, assignment: set[TP], paused: set[TP], positions: dict[TP, int]) -> None:
-        """Pause what the handler does not want, resume what it wants again (consumer thread)."""
+    def _rest(consumer, rest: list[TP], wake: list[TP], positions: dict[TP, int]) -> None:
+        """Pause `rest`, resume `wake` from the offset after the last record handed over (consumer thread)."""
         from confluent_kafka import TopicPartition
 
-        rest = [tp for tp in assignment if tp not in paused and not wants(tp)]
-        wake = [tp for tp in paused if tp in assignment and wants(tp)]
         if rest:
             consumer.pause([TopicPartition(*tp) for tp in rest])
-            paused.update(rest)
         if wake:
             consumer.resume([TopicPartition(*tp) for tp in wake])
             for tp in wake:
-                paused.discard(tp)
                 if tp in positions:       # records fetched before the pause were dropped
                     consumer.seek(TopicPartition(tp[0], tp[1], positions[tp]))
 

@@ -25,3 +25,17 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_terminal(launcher, name: str, timeout: float = 15.0, interval: float = 0.02):
+    """A launcher's run `name` once it is terminal; the error shows its runner's log when there is one."""
+    def terminal():
+        status = launcher.status(name)
+        return status if status is not None and status.terminal else None
+
+    try:
+        return wait_until(terminal, timeout, f"run {name} to finish", interval)
+    except AssertionError as exc:
+        log = getattr(launcher, "runs_dir", None)
+        log = log / name / "runner.log" if log is not None else None
+        raise AssertionError(f"{exc}: {log.read_text()}" if log is not None and log.exists() else str(exc)) from None

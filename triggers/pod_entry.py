@@ -50,7 +50,7 @@ from triggers.local_runner import (
     write_pid_file,
     PID_FILE,
 )
-from triggers.pipeline import FAILED, LaunchSpec, Pipeline, UnknownOutputError, render_command, render_value
+from triggers.pipeline import FAILED, LaunchSpec, Pipeline, Step, UnknownOutputError, render_command, render_value
 from triggers.render_workflow import escape_outputs
 
 TERMINATION_LIMIT = 4096  # bytes the kubelet keeps of a termination message
@@ -264,7 +264,7 @@ def run_sweep_phase(phase: str, step_name: str, inputs_args: list[str], index: i
         return _fail(failure.reason)
 
 
-def _run_trial(study: Any, step: Any, env: dict[str, str], out_dir: Path, index: int | None) -> int:
+def _run_trial(study: Any, step: Step, env: dict[str, str], out_dir: Path, index: int | None) -> int:
     if index is None:
         return _fail(f"step {step.name}: sweep-trial needs --index or JOB_COMPLETION_INDEX")
     inputs = study.wait_open(float(env.get("LOOPLINE_SWEEP_OPEN_TIMEOUT", OPEN_TIMEOUT)))

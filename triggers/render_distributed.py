@@ -63,7 +63,7 @@ __all__ = [
     "render_service",
     "report_container",
     "service_name",
-    "service_owner",
+    "owned_by_job",
 ]
 
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"   # pod annotation (and label, 1.28+)
@@ -171,7 +171,7 @@ def render_service(spec: LaunchSpec, pod: PodSettings, owner: str, dist: Distrib
     meta: dict[str, Any] = {"name": service_name(spec), "namespace": pod.namespace,
                             "labels": object_labels(spec, pod, owner)}
     if job is not None:
-        meta["ownerReferences"] = [service_owner(job)]
+        meta["ownerReferences"] = [owned_by_job(job)]
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -185,11 +185,12 @@ def render_service(spec: LaunchSpec, pod: PodSettings, owner: str, dist: Distrib
     }
 
 
-def service_owner(job: Mapping[str, Any]) -> dict[str, Any]:
-    """An ownerReference to the created Job: the Service goes when the Job goes (no delete verb needed)."""
+def owned_by_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """An ownerReference to the created Job: what it owns (a rank Service, a sweep's trial Job) goes
+    when the Job goes (no delete verb needed)."""
     meta = job["metadata"]
     if not meta.get("uid"):
-        raise RenderError(f"Job {meta.get('name')} has no uid yet: own the Service by the created Job")
+        raise RenderError(f"Job {meta.get('name')} has no uid yet: own objects by the created Job")
     return {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"]}
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from triggers.pipeline import LaunchSpec, Step
 from triggers.podspec import LABEL_OWNER, PodSettings, label_value
-from triggers.render_distributed import service_owner
+from triggers.render_distributed import owned_by_job
 from triggers.render_job import POD_DIR, SWEEP_PODS_ENV, render_job
 
 __all__ = ["LABEL_TRIALS_OF", "render_trial_jobs", "sweep_steps", "trial_job_name"]
@@ -62,7 +62,7 @@ def render_trial_jobs(spec: LaunchSpec, pod: PodSettings, owner: str,
         meta["labels"] = {k: v for k, v in meta["labels"].items() if k != LABEL_OWNER}
         meta["labels"][LABEL_TRIALS_OF] = label_value(spec.run_name)
         if run_job is not None:
-            meta["ownerReferences"] = [service_owner(run_job)]
+            meta["ownerReferences"] = [owned_by_job(run_job)]
         template = job["spec"]["template"]
         template["metadata"]["labels"] = dict(meta["labels"])
         container = template["spec"]["containers"][0]

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_terminal
 from triggers.local import LocalLauncher
 from triggers.local_runner import kill_group, pid_alive, read_pid_file
 from triggers.naming import run_name
-from triggers.pipeline import FAILED, SUCCEEDED, LaunchSpec, Pipeline, RunStatus, Step
+from triggers.pipeline import FAILED, SUCCEEDED, LaunchSpec, Pipeline, Step
 from triggers.render_distributed import Distributed
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "steps"
@@ -34,15 +35,6 @@ def spec(workdir: Path, *steps: Step, key: str = "k") -> LaunchSpec:
     return LaunchSpec(run_name=run_name(MODEL, key), model=MODEL, pipeline=Pipeline(steps), env={"A": "1"},
                       workdir=str(workdir))
 
-
-def wait_terminal(launcher: LocalLauncher, name: str, timeout: float = 15.0) -> RunStatus:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = launcher.status(name)
-        if status is not None and status.terminal:
-            return status
-        time.sleep(0.02)
-    raise AssertionError(f"run {name} did not finish within {timeout}s")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 
+from tests.waiting import wait_terminal, wait_until
 from triggers.local import LocalLauncher
 from triggers.local_runner import kill_group, pid_alive, read_pid_file
 from triggers.naming import run_name
@@ -30,21 +31,7 @@ def script(name: str, *args: str) -> tuple[str, ...]:
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def wait_terminal(launcher: LocalLauncher, name: str, timeout: float = 10.0) -> RunStatus:
-    def done() -> RunStatus | None:
-        status = launcher.status(name)
-        return status if status is not None and status.terminal else None
-
-    return wait_for(done, timeout, f"run {name} to finish")
+    return wait_until(check, timeout, what, interval=0.01)
 
 
 @pytest.fixture

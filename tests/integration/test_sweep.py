@@ -13,10 +13,11 @@ import mlflow
 import optuna
 import pytest
 
+from tests.waiting import wait_terminal
 from triggers.local import LocalLauncher
 from triggers.local_runner import kill_group, pid_alive, read_pid_file
 from triggers.naming import run_name
-from triggers.pipeline import LaunchSpec, Pipeline, RunStatus, Step
+from triggers.pipeline import LaunchSpec, Pipeline, Step
 from triggers.sweep import study_name
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "steps" / "sweep_trial.py"
@@ -49,17 +50,6 @@ def spec(tmp_path: Path, sweep: dict, key: str, name: str | None = None, env: di
 # A bound, not a measurement: each trial process imports MLflow (seconds), and a full suite on two
 # cores runs other stacks beside this one (measured: 23 s alone, over 40 s beside `make test`).
 SWEEP_TIMEOUT = 180.0
-
-
-def wait_terminal(launcher: LocalLauncher, name: str, timeout: float) -> RunStatus:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = launcher.status(name)
-        if status is not None and status.terminal:
-            return status
-        time.sleep(0.05)
-    log = (launcher.runs_dir / name / "runner.log")
-    raise AssertionError(f"run {name} did not finish in {timeout}s: {log.read_text() if log.exists() else ''}")
 
 
 def load_study(tmp_path: Path, key: str) -> optuna.Study:
