@@ -51,7 +51,8 @@ def build_app(opts: AppOptions, models: Mapping, launchers: Mapping[str, Launche
               registry: Registry, drift_checker=None) -> faust.App:
     topics = opts.topics
     app = faust.App(
-        opts.group, broker=f"{transport.SCHEME}://{opts.broker}", store="memory://",
+        opts.group, broker=f"{transport.SCHEME}://{opts.broker}",
+        store="rocksdb://" if opts.table_store == "rocksdb" else "memory://",   # tables' local store
         broker_credentials=transport.credentials(opts.security),
         datadir=opts.datadir,
         processing_guarantee="at_least_once", topic_partitions=topics.partitions,

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from agents import transport
+from agents import catalog, transport
 from agents.edge import Edge, PermanentError
 from agents.metrics import Metrics
 from agents.ports import Launcher, Registry
@@ -45,6 +45,7 @@ class AppOptions:
     web_port: int = 6066
     broker_lost_seconds: float | None = 120.0   # exit 3 when Kafka has not answered this long
     datadir: str = "faust-data"            # Faust's local table data (under the state dir)
+    table_store: str = "memory"            # memory | rocksdb (files in datadir: read back at restart)
     web_bind: str = "127.0.0.1"          # 0.0.0.0 in a pod, for the kubelet's probes
     rebalance_timeout: float = 4.0
     session_timeout: float = 10.0
@@ -70,10 +71,11 @@ class Context:
         self.edge = Edge(app, opts.topics, opts.max_event_bytes, metrics=self.metrics, spill=spill)
 
     def model(self, event: CloudEvent):
-        """The configured model an event is about; unknown models are a permanent error."""
+        """The configured model an event is about (a family's member comes into being here, on
+        its first event: agents.catalog); a name that is no model is a permanent error."""
         model = self.models.get(event.subject)
         if model is None:
-            raise PermanentError(f"unknown model {event.subject!r} (not in loopline.yaml)")
+            raise PermanentError(catalog.unknown(self.models, event.subject))
         return model
 
     def event(self, data: ev.EventData, model: str, cause: CloudEvent | None) -> CloudEvent:

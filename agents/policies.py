@@ -29,6 +29,7 @@ from agents.policy.retrain import (
     TrainRequest,
     decide_retrain,
     idempotency_key,
+    wants_ticks,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ManualRetrain", "ModelState", "Promote", "Refuse", "Reject", "RetrainPolicy", "Scores",
     "Signal", "Skip", "Tick", "TrainRequest", "TrainingFinished", "decide_deploy",
     "decide_promotion", "decide_retrain", "decide_rollback", "idempotency_key", "push_history",
+    "wants_ticks",
 ]
 __all__ += [
     "ColumnDrift", "DriftPolicy", "GuardState", "MetricDegraded", "MetricPolicy",

@@ -46,14 +46,23 @@ class Route:
     record's key says nothing: producers key as they like)."""
 
     def __init__(self, topics: Topics, models: Mapping):
-        self.rekey_topics = topics.rekey_topics()
+        self.rekey_topics, self.topics, self.models = topics.rekey_topics(), topics, models
         self.homes = {name: topics.partition_of(name) for name in models}
+
+    def home(self, subject: str) -> int | None:
+        """The partition of the model `subject` names (None: no model); a family member's is
+        found on its first event (agents.catalog) and kept."""
+        home = self.homes.get(subject)
+        if home is None and self.models.get(subject) is not None:
+            home = self.homes[subject] = self.topics.partition_of(subject)
+        return home
 
     def forward_to(self, topic: str, partition: int, subject: str) -> tuple[str, int] | None:
         """(re-key topic, the model's partition) when the record must move first; None when it
         is handled where it is: on its model's partition, loopline's own topics (always keyed
         by model), or a model nobody configured (the first reader dead-letters it)."""
-        target, home = self.rekey_topics.get(topic), self.homes.get(subject)
+        target = self.rekey_topics.get(topic)
+        home = self.home(subject) if target is not None else None
         if target is None or home is None or partition == home:
             return None
         return target, home

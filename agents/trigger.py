@@ -30,6 +30,7 @@ report its last value forever beside the new owner's.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import replace
@@ -63,26 +64,67 @@ class Trigger:
         self.ctx, self.table = ctx, table
         self.guard = guard          # agents.guard.MetricGuard: metric windows and deployments
         self.now = now              # the policy's clock (epoch seconds): a test's to move
-        self._partitions: dict[int, list[str]] | None = None     # partition -> models, lazily
+        self._partitions: dict[int, list[str]] = {}     # partition -> models, indexed as they come
+        self._home: dict[str, int] = {}                  # model -> its partition (the same index)
+        self._indexed = 0                                # how many of ctx.models are in it
+        self._awake: dict[int, set[str]] = {}            # partition -> models a tick can change
+        self._held: set[int] | None = None               # partitions held (None: not told yet: all)
+        self._learn = True                               # read the table at the next tick
 
     def state(self, model: str) -> p.ModelState:
         return _state_of(self.table.get(model))
 
     async def handle(self, d: Decoded) -> None:
         if isinstance(d.data, ev.ClockTicked) and d.data.partition is not None:
-            for name in self.models_on(d.data.partition):     # a partition's tick: its models
+            if self._learn:
+                self.learn_from_state()
+            # a partition's tick: those of its models it can change (p.wants_ticks), not all
+            for name in sorted(self._awake.get(d.data.partition, ())):
                 await self._handle(d, self.ctx.models[name])
             return
         await self._handle(d, self.ctx.model(d.event))
 
     def models_on(self, partition: int) -> list[str]:
         """The models whose events (and so whose state) live on `partition`."""
-        topics = self.ctx.opts.topics
-        if self._partitions is None:
-            self._partitions = {}
-            for name in self.ctx.models:
-                self._partitions.setdefault(topics.partition_of(name), []).append(name)
+        models, topics = self.ctx.models, self.ctx.opts.topics
+        if len(models) != self._indexed:       # new family members since: index only those
+            for name in itertools.islice(models, self._indexed, None):
+                home = self._home[name] = topics.partition_of(name)
+                self._partitions.setdefault(home, []).append(name)
+            self._indexed = len(models)
         return self._partitions.get(partition, [])
+
+    def partition(self, model: str) -> int:
+        if model not in self._home:
+            self.models_on(0)                  # index what came since
+        return self._home[model]
+
+    def learn_from_state(self) -> None:
+        """Read every state this worker holds once, after an assignment: which models a tick can
+        change (the recovered state decides, not an event), their in-flight gauges, and the family
+        members they are. A member's state is back from the changelog before any of its events
+        is, and its timeouts, staleness and a stranded outbox must not wait for one. Run at the
+        first tick after an assignment: the agent only gets events once recovery is done."""
+        self._learn = False
+        known, gauge = self.ctx.models, self.ctx.metrics.trainings_in_flight
+        self._awake = {}
+        for name, raw in list(self.table.items()):
+            if name not in known:     # a Catalog adds the member; a name no longer configured stays out
+                log.debug("%s: no longer configured; its state is kept but not ticked", name)
+                continue
+            if self._held is not None and self.partition(name) not in self._held:
+                continue                           # a standby copy: another worker's to tick
+            state = _state_of(raw)
+            self._mark(known[name], state, stranded=bool(raw) and OUTBOX in raw)
+            gauge.labels(name).set(1 if state.in_flight else 0)
+
+    def _mark(self, model, state: p.ModelState, stranded: bool = False) -> None:
+        """Keep `model` in its partition's ticks while a tick can change its state."""
+        awake = self._awake.setdefault(self.partition(model.name), set())
+        if stranded or p.wants_ticks(state, model.retrain):
+            awake.add(model.name)
+        else:
+            awake.discard(model.name)
 
     def inputs(self) -> tuple[str, ...]:
         """The topics the trigger agent reads (its state is partitioned as they are)."""
@@ -95,8 +137,9 @@ class Trigger:
         others. The in-flight gauge of a model on a partition it does not hold is the new
         owner's to report: the series leaves this worker. Not done on revocation: aiokafka
         revokes every partition at each rebalance, those that come straight back too."""
+        self._learn = True
         inputs = set(self.inputs())
-        held = {partition for topic, partition in assigned if topic in inputs}
+        held = self._held = {partition for topic, partition in assigned if topic in inputs}
         gauge = self.ctx.metrics.trainings_in_flight
         for partition in range(self.ctx.opts.topics.partitions):
             if partition not in held:
@@ -136,6 +179,7 @@ class Trigger:
             self.table[model.name] = new_state.to_dict()  # out: a restart need not send it again
             metrics.note_request(request.correlationid, decision.causes)
         metrics.trainings_in_flight.labels(model.name).set(1 if new_state.in_flight else 0)
+        self._mark(model, new_state)
         # Compared with what is stored, not with `state`: after pause/resume `state` is already
         # the new one, and a tick that changes nothing more must still store it.
         changed = new_state != stored

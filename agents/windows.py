@@ -40,6 +40,7 @@ from typing import Annotated, Any, Literal, Mapping
 import msgspec
 from prometheus_client import Counter
 
+from agents.catalog import unknown
 from agents.context import Context
 from agents.policy import metric as m
 from streams import events as ev
@@ -181,7 +182,7 @@ class MetricWindows:
             if policy is None:
                 continue                     # a model without an online metric
             if policy is _UNKNOWN:
-                bad.append((record, f"unknown model {model!r} (not in loopline.yaml)", "PermanentError"))
+                bad.append((record, unknown(models, model), "PermanentError"))
                 continue
             try:
                 value = score(policy.metric, prediction, label)

@@ -192,13 +192,14 @@ def model(name: str, steps: list[dict], *, min_new_rows: int = 1, gate_step: str
     return entry
 
 
-def write_config(path: Path, models: list[dict]) -> Path:
-    path.write_text(yaml.safe_dump({"models": models}, sort_keys=False))
+def write_config(path: Path, models: list[dict] | dict) -> Path:
+    """A bench `loopline.yaml`: a list of models, or a whole file's content (e.g. families)."""
+    path.write_text(yaml.safe_dump(models if isinstance(models, dict) else {"models": models}, sort_keys=False))
     return path
 
 
 @contextmanager
-def stack(models: list[dict], *, observe: tuple[str, ...] = (), serving: bool = False,
+def stack(models: list[dict] | dict, *, observe: tuple[str, ...] = (), serving: bool = False,
           bootstrap: str | None = None, partitions: int = 4, prefix: str | None = None,
           extra_env: dict | None = None) -> Iterator[Any]:
     """A LocalStack (embedded broker unless `bootstrap`, worker, optionally serving) on a

@@ -1,33 +1,45 @@
-"""Benchmark: how the worker's costs grow with the number of models (first cut of issue 18).
+"""Benchmark: how the worker's costs grow with the number of models (issue 18).
 
     python -m bench.scale [--quick] [--counts 10,100,1000] [--partitions 4]
-    python -m bench.scale --counts 10,100,1000,10000
+    python -m bench.scale --counts 10,100,1000,10000 [--broker embedded|kafka|HOST:PORT]
 
-For each count N, a real stack (embedded broker, worker process) on a `loopline.yaml` of N plain
-models (no families yet): each a one-step local pipeline (`true`) whose retrain threshold
-(`min_new_rows`) is far above anything sent here, so nothing trains. In order:
+For each count N, a real stack (embedded broker, worker process) on a `loopline.yaml` of one
+family of N listed members (`fleet.s0000`...; `bench_models` is the one place that writes it): each a one-step
+local pipeline (`true`) whose retrain threshold (`min_new_rows`) is far above the 1 row most
+events carry, so a model trains only when an event says it brought THRESHOLD rows. In order:
 
 1. start-up, cold: the worker process's age (from /proc, jiffies) when it first answers /readyz
    and the leader's clock has ticked (LocalStack's own readiness), on empty state;
 2. RSS idle: VmRSS of the worker a few seconds after it is ready;
 3. tick CPU: the worker's user + system CPU seconds (/proc/<pid>/stat) per wall second over a
    few idle seconds (the clock ticks once a second and each tick visits every model of its
-   partition), as % of one core;
+   partition; the consumers' fetches poll the broker), as % of one core;
 4. every model is given state: one data-arrival event each (1 row, below its threshold), and the
-   bench waits until the trigger's changelog holds a state for each of them;
+   bench waits until the trigger's changelog holds a state for each of them; then the tick CPU
+   again (a tick reads and decodes each model's state: dearer than an empty table's default);
 5. `loopline status`: the CLI as a subprocess against the stack (it reads the decision topics,
    the trigger's changelog and MLflow), wall time to exit;
-6. start-up after SIGKILL: `kill -9` of the worker, then `LocalStack.restart_worker()` timed:
+6. trigger latency under a spread load (bench.spread): data events at `rate`/s round-robin over
+   all N models for `trigger_seconds`, a `share` of them crossing their model's threshold; p50
+   and p99 of event sent → TrainingRequested published, for the crossing ones, with a bare
+   aiokafka probe beside them; the worker's RSS under that load (its largest sample);
+7. start-up after SIGKILL: `kill -9` of the worker, then `LocalStack.restart_worker()` timed:
    a new process, table recovery from the changelog, group join, ready and ticking. The
    embedded broker keeps a dead member's partitions until its session times out (the stack sets
    LOOPLINE_SESSION_TIMEOUT=6 s), and that wait is part of this figure, as it would be in life.
+
+Then, once: the partition count (`sweep_partitions`, e.g. 4,16,32) at `sweep_models` models:
+start-up cold, tick CPU and the spread trigger latency, each on its own stack (the main row is
+reused where it has that count and partitions); and feedback throughput with one worker and
+with two on this machine (bench.workers).
 
 `loopline lineage MODEL VERSION` needs a registered version, and nothing trains here: the bench
 runs it once to show it refuses, and reports it as not measured.
 
 Each metric's growth is fitted over N (least squares: constant, a + b·ln N, a + b·N) and the
 fit is printed beside the points. The fit is only as good as the points: with two counts any
-two-parameter model passes through both, and the bench says so.
+two-parameter model passes through both, and the bench says so. Issue 18's goals (at 10,000
+models) are checked at the largest N measured, and the table says at which N that was.
 """
 
 from __future__ import annotations
@@ -38,10 +50,9 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-from bench import common
+from bench import common, procfs
 
 # min_new_rows far above the 1 row each model gets: state is stored, no training starts.
 THRESHOLD = 1_000_000_000
@@ -50,61 +61,64 @@ METRICS: dict[str, tuple[str, str]] = {       # key -> (row label, unit)
     "startup_cold_s": ("start-up to ready, cold (empty state)", "s"),
     "startup_after_kill_s": ("start-up after SIGKILL (state recovered)", "s"),
     "rss_idle_mb": ("worker RSS idle", "MB"),
+    "rss_load_mb": ("worker RSS under the spread load", "MB"),
     "tick_cpu_pct": ("tick CPU idle (% of a core)", "%"),
+    "tick_cpu_state_pct": ("tick CPU idle, every model with state", "%"),
     "status_s": ("`loopline status`", "s"),
+    "trigger_p50_ms": ("trigger p50, spread load", "ms"),
+    "trigger_p99_ms": ("trigger p99, spread load", "ms"),
+    "probe_p99_ms": ("bare probe p99 beside it (one hop)", "ms"),
 }
+# Issue 18's goals at 10,000 models: key -> (limit, how it is worded); trigger p99 is relative to
+# the smallest N's p99 in the same run.
+GOALS: dict[str, tuple[float, str]] = {
+    "startup_cold_s": (15.0, "≤ 15 s"),
+    "startup_after_kill_s": (15.0, "≤ 15 s"),
+    "rss_idle_mb": (1024.0, "≤ 1 GB"),
+    "tick_cpu_pct": (5.0, "≤ 5 %"),
+    "tick_cpu_state_pct": (5.0, "≤ 5 %"),
+    "status_s": (2.0, "≤ 2 s"),
+    "trigger_p99_ms": (1.5, "≤ 1.5 × the smallest N's"),
+}
+SWEEP_METRICS: dict[str, tuple[str, str]] = {
+    "startup_cold_s": ("start-up to ready, cold", "s"),
+    "tick_cpu_pct": ("tick CPU idle (% of a core)", "%"),
+    "trigger_p50_ms": ("trigger p50, spread load", "ms"),
+    "trigger_p99_ms": ("trigger p99, spread load", "ms"),
+    "probe_p99_ms": ("bare probe p99 beside it", "ms"),
+}
+GOAL_MODELS = 10_000
+RATE = 50.0                     # spread load: data events per second, round-robin over all models
+SHARE = 0.25                    # ...of which this share crosses its model's threshold
 LINEAGE_SKIPPED = ("not measured: `loopline lineage MODEL VERSION` needs a registered model version "
                    "and no model trains in this bench")
 
 
-def bench_models(count: int) -> list[dict]:
-    return [common.model(name, [{"name": "train", "command": ["true"]}], min_new_rows=THRESHOLD)
-            for name in names(count)]
+FAMILY = "fleet"
 
 
-def names(count: int) -> list[str]:
+def bench_models(count: int) -> dict:
+    """The generated `loopline.yaml`: one family of `count` members (README "Model families"),
+    listed so that they exist from the start, as N plain models did in the first cut: start-up
+    and memory are then for N models whether or not they have had an event."""
+    family = common.model(FAMILY, [{"name": "train", "command": ["true"]}], min_new_rows=THRESHOLD)
+    keys = member_keys(count)
+    return {"families": [{**family, "members": keys, "max_members": max(count, 1)}]}
+
+
+def member_keys(count: int) -> list[str]:
     width = max(3, len(str(count - 1)))
     return [f"s{i:0{width}d}" for i in range(count)]
 
 
-# --- /proc ------------------------------------------------------------------------------------------
-
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()      # fields from 3 (state) on; comm may hold spaces
+def names(count: int) -> list[str]:
+    return [f"{FAMILY}.{key}" for key in member_keys(count)]
 
 
-def cpu_time(pid: int) -> float:
-    """utime + stime of the process (all its threads), in seconds."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / _HZ
+# --- /proc (bench.procfs) ----------------------------------------------------------------------------
 
-
-def age_seconds(pid: int) -> float:
-    """How long ago the process started (uptime now minus its start time, both since boot)."""
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
-    return uptime - int(_stat(pid)[19]) / _HZ
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = list(Path(f"/proc/{parent}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            out.extend(kids)
-            todo.extend(kids)
-    return out
+_HZ = procfs.HZ
+cpu_time, age_seconds, _descendants = procfs.cpu_time, procfs.age_seconds, procfs.descendants
 
 
 def _end_orphans(pids: list[int]) -> None:
@@ -176,6 +190,8 @@ def fmt(value: float | None, unit: str) -> str:
         if magnitude >= 1e-3:
             return f"{value * 1e3:.3g} ms"
         return f"{value * 1e6:.3g} µs"
+    if unit == "ms":
+        return fmt(value / 1000, "s")
     if unit == "MB":
         return f"{value:.4g} MB" if magnitude >= 1 or magnitude == 0 else f"{value * 1024:.3g} KB"
     return f"{value:.3g} %"
@@ -232,14 +248,42 @@ def _give_state(s, models: list[str], timeout: float) -> float:
         time.sleep(0.5)
 
 
+def _idle_cpu(pid: int, window: float) -> tuple[float, float]:
+    """(% of one core, seconds) the process used over `window` idle wall seconds."""
+    c0, w0 = cpu_time(pid), time.perf_counter()
+    time.sleep(window)
+    c1, w1 = cpu_time(pid), time.perf_counter()
+    # one jiffy over the window is the resolution: a perfectly idle worker reads as that floor
+    used = max(c1 - c0, 1 / _HZ)
+    return round(100 * used / (w1 - w0), 3), round(w1 - w0, 2)
+
+
+def _spread(s, models: list[str], load: dict[str, Any], row: dict[str, Any], say) -> None:
+    """The trigger under a spread load (bench.spread) into `row`."""
+    from bench import spread
+
+    got = spread.run(s, models, threshold=THRESHOLD, **load)
+    row["trigger"] = got
+    row["trigger_p50_ms"], row["trigger_p99_ms"] = got["trigger"]["p50_ms"], got["trigger"]["p99_ms"]
+    row["probe_p99_ms"] = got["probe"]["p99_ms"]
+    row["rss_load_mb"] = got["rss_max_mb"]
+    say(f"trigger at {got['rate']:g} events/s over {len(models):,} models ({got['requests']} requests, "
+        f"{got['missing']} missing): p50 {row['trigger_p50_ms']:.1f} ms, p99 {row['trigger_p99_ms']:.1f} ms "
+        f"(bare probe p99 {row['probe_p99_ms']:.1f} ms); worker CPU {got['worker_cpu_pct']} %, "
+        f"RSS max {got['rss_max_mb']} MB")
+
+
 def measure(count: int, *, partitions: int, idle_seconds: float, cpu_seconds_window: float,
-            say: Callable[[str], None], lineage_probe: bool) -> dict[str, Any]:
+            say: Callable[[str], None], lineage_probe: bool, load: dict[str, Any] | None = None,
+            full: bool = True, bootstrap: str | None = None) -> dict[str, Any]:
+    """One stack on `count` models. `full`: everything; else start-up, tick CPU, state and the
+    spread trigger only (the partition sweep)."""
     models = names(count)
-    row: dict[str, Any] = {"models": count}
+    row: dict[str, Any] = {"models": count, "partitions": partitions}
     orphans: list[int] = []
     started = time.perf_counter()
     try:
-        with common.stack(bench_models(count), partitions=partitions) as s:
+        with common.stack(bench_models(count), partitions=partitions, bootstrap=bootstrap) as s:
             row["stack_up_s"] = round(time.perf_counter() - started, 3)   # broker, topics, observer too
             pid = s.worker.proc.pid
             row["startup_cold_s"] = round(age_seconds(pid), 3)
@@ -249,24 +293,23 @@ def measure(count: int, *, partitions: int, idle_seconds: float, cpu_seconds_win
             row["rss_idle_mb"] = round(common.rss_mb(pid) or math.nan, 1)
             say(f"RSS idle {fmt(row['rss_idle_mb'], 'MB')}")
 
-            c0, w0 = cpu_time(pid), time.perf_counter()
-            time.sleep(cpu_seconds_window)
-            c1, w1 = cpu_time(pid), time.perf_counter()
-            # one jiffy over the window is the resolution: a perfectly idle worker reads as that floor
-            used = max(c1 - c0, 1 / _HZ)
-            row["tick_cpu_pct"] = round(100 * used / (w1 - w0), 3)
-            row["tick_cpu_window_s"] = round(w1 - w0, 2)
-            say(f"tick CPU {fmt(row['tick_cpu_pct'], '%')} of a core over {w1 - w0:.1f} s idle")
+            row["tick_cpu_pct"], row["tick_cpu_window_s"] = _idle_cpu(pid, cpu_seconds_window)
+            say(f"tick CPU {fmt(row['tick_cpu_pct'], '%')} of a core over {row['tick_cpu_window_s']:.1f} s idle")
 
             row["state_stored_s"] = round(_give_state(s, models, timeout=60 + count * 0.05), 3)
             say(f"state stored for all {count} models in {row['state_stored_s']:.2f} s")
+            if full:
+                time.sleep(min(idle_seconds, 2.0))          # the state's changelog writes settle
+                row["tick_cpu_state_pct"], _ = _idle_cpu(pid, cpu_seconds_window)
+                say(f"tick CPU with state {fmt(row['tick_cpu_state_pct'], '%')} of a core")
 
-            elapsed, done = _cli(s, "status")
-            if done.returncode != 0:
-                raise RuntimeError(f"loopline status exited {done.returncode}: {done.stderr[-2000:]}")
-            row["status_s"] = round(elapsed, 3)
-            row["status_output_lines"] = len(done.stdout.splitlines())
-            say(f"`loopline status` {fmt(elapsed, 's')} ({row['status_output_lines']} lines)")
+            if full:
+                elapsed, done = _cli(s, "status")
+                if done.returncode != 0:
+                    raise RuntimeError(f"loopline status exited {done.returncode}: {done.stderr[-2000:]}")
+                row["status_s"] = round(elapsed, 3)
+                row["status_output_lines"] = len(done.stdout.splitlines())
+                say(f"`loopline status` {fmt(elapsed, 's')} ({row['status_output_lines']} lines)")
 
             if lineage_probe:
                 elapsed, done = _cli(s, "lineage", models[0], "1")
@@ -275,29 +318,62 @@ def measure(count: int, *, partitions: int, idle_seconds: float, cpu_seconds_win
                 say(f"`loopline lineage {models[0]} 1` exits {done.returncode} "
                     f"({row['lineage_probe']['stderr'][0][:100]}): not timed")
 
-            orphans = _descendants(pid)
-            s.worker.kill()                                 # SIGKILL, and reaped
-            killed = time.perf_counter()
-            s.restart_worker()
-            row["startup_after_kill_s"] = round(time.perf_counter() - killed, 3)
-            row["startup_after_kill_process_s"] = round(age_seconds(s.worker.proc.pid), 3)
-            say(f"start-up after SIGKILL {fmt(row['startup_after_kill_s'], 's')} "
-                f"(new process to ready {fmt(row['startup_after_kill_process_s'], 's')})")
-            time.sleep(idle_seconds)
-            row["rss_idle_after_recovery_mb"] = round(common.rss_mb(s.worker.proc.pid) or math.nan, 1)
-            say(f"RSS idle after recovery {fmt(row['rss_idle_after_recovery_mb'], 'MB')}")
-            # both workers' logs (one file), kept beside the results for a look at where time went
+            if load:
+                _spread(s, models, load, row, say)
+
+            if full:
+                orphans = _descendants(pid)
+                s.worker.kill()                                 # SIGKILL, and reaped
+                killed = time.perf_counter()
+                s.restart_worker()
+                row["startup_after_kill_s"] = round(time.perf_counter() - killed, 3)
+                row["startup_after_kill_process_s"] = round(age_seconds(s.worker.proc.pid), 3)
+                say(f"start-up after SIGKILL {fmt(row['startup_after_kill_s'], 's')} "
+                    f"(new process to ready {fmt(row['startup_after_kill_process_s'], 's')})")
+                time.sleep(idle_seconds)
+                row["rss_idle_after_recovery_mb"] = round(common.rss_mb(s.worker.proc.pid) or math.nan, 1)
+                say(f"RSS idle after recovery {fmt(row['rss_idle_after_recovery_mb'], 'MB')}")
+            # the workers' logs (one file), kept beside the results for a look at where time went
             common.RESULTS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(s.worker.log, common.RESULTS / f"scale-worker-{count}.log")
+            suffix = "" if full else f"-p{partitions}"
+            shutil.copyfile(s.worker.log, common.RESULTS / f"scale-worker-{count}{suffix}.log")
     finally:
         _end_orphans(orphans)
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
 
 
+def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 18's goals, checked at the largest N measured (the issue sets them at 10,000)."""
+    if not rows:
+        return {}
+    top, base = rows[-1], rows[0]
+    out: dict[str, Any] = {"at_models": top["models"]}
+    for key, (limit, words) in GOALS.items():
+        value = top.get(key)
+        if key == "trigger_p99_ms":
+            ratio = common.ratio(value or math.nan, base.get(key) or math.nan)
+            out[key] = {"goal": words, "value": value, "ratio": ratio, "baseline_models": base["models"],
+                        "holds": None if ratio is None or len(rows) < 2 else ratio <= limit}
+        else:
+            out[key] = {"goal": words, "value": value,
+                        "holds": None if value is None or not math.isfinite(value) else value <= limit}
+    return out
+
+
 def run(counts: str = "10,100,1000", partitions: int = 4, idle_seconds: float = 3.0,
-        cpu_seconds: float = 5.0) -> dict[str, Any]:
+        cpu_seconds: float = 5.0, rate: float = RATE, trigger_seconds: float = 30.0, share: float = SHARE,
+        sweep_models: int = 1000, sweep_partitions: str = "4,16,32",
+        feedback_events: int = 300_000, broker: str = "embedded") -> dict[str, Any]:
+    with common.broker(broker) as bootstrap:
+        return _run(counts, partitions, idle_seconds, cpu_seconds, rate, trigger_seconds, share, sweep_models,
+                    sweep_partitions, feedback_events, broker, None if broker == "embedded" else bootstrap)
+
+
+def _run(counts, partitions, idle_seconds, cpu_seconds, rate, trigger_seconds, share, sweep_models,
+         sweep_partitions, feedback_events, broker, bootstrap) -> dict[str, Any]:
     ns = [int(c) for c in str(counts).split(",") if c.strip()]
+    load = {"rate": rate, "seconds": trigger_seconds, "share": share} if trigger_seconds > 0 else None
     rows: list[dict[str, Any]] = []
     began = time.perf_counter()
     for i, count in enumerate(ns):
@@ -306,16 +382,65 @@ def run(counts: str = "10,100,1000", partitions: int = 4, idle_seconds: float = 
 
         print(f"scale: {count:,} models (load {os.getloadavg()[0]:.2f})", flush=True)
         rows.append(measure(count, partitions=partitions, idle_seconds=idle_seconds,
-                            cpu_seconds_window=cpu_seconds, say=say, lineage_probe=i == 0))
+                            cpu_seconds_window=cpu_seconds, say=say, lineage_probe=i == 0, load=load,
+                            bootstrap=bootstrap))
     fits = {key: fit([r["models"] for r in rows], [r.get(key) for r in rows]) for key in METRICS}
     for key, (_, unit) in METRICS.items():
         fits[key]["text"] = describe_fit(fits[key], unit)
+
+    checked = goals(rows)
+    verdicts = [g["holds"] for key, g in checked.items() if key != "at_models"]
+    # The goals are set at 10,000 models: a verdict for the run only when it went that far.
+    holds = (all(verdicts) if None not in verdicts else None) if ns and max(ns) >= GOAL_MODELS else None
+
+    sweep: list[dict[str, Any]] = []
+    for p in [int(x) for x in str(sweep_partitions or "").split(",") if x.strip()]:
+        reuse = next((r for r in rows if r["models"] == sweep_models and r["partitions"] == p), None)
+        if reuse is not None:
+            print(f"scale: partitions {p} at {sweep_models:,} models: the main row's", flush=True)
+            sweep.append({**{k: reuse.get(k) for k in ("models", "partitions", *SWEEP_METRICS)},
+                          "from_main_row": True})
+            continue
+
+        def say(text: str, p: int = p) -> None:
+            print(f"  [P={p}, N={sweep_models:,}] {text}", flush=True)
+
+        print(f"scale: {p} partitions, {sweep_models:,} models (load {os.getloadavg()[0]:.2f})", flush=True)
+        sweep.append(measure(sweep_models, partitions=p, idle_seconds=idle_seconds,
+                             cpu_seconds_window=cpu_seconds, say=say, lineage_probe=False, load=load,
+                             full=False, bootstrap=bootstrap))
+
+    feedback = None
+    if feedback_events:
+        from bench import workers
+
+        print(f"scale: feedback throughput, one worker then two ({feedback_events:,} events each; "
+              f"load {os.getloadavg()[0]:.2f})", flush=True)
+        feedback = workers.run(events=feedback_events, partitions=partitions, bootstrap=bootstrap)
+        for key in ("one", "two"):
+            got = feedback[key]
+            print(f"  [{got['workers']} worker{'s' if got['workers'] > 1 else ''}] {got['per_second'] or 0:,}/s "
+                  f"(per worker {got['per_worker']}; machine busy {got['machine_busy_pct']} % of "
+                  f"{feedback['cores']} cores, workers' CPU {got['worker_cpu_pct']} %)", flush=True)
+
     return {"benchmark": "scale", "counts": ns, "partitions": partitions, "machine": common.machine(),
+            "broker": common.broker_name(broker),
             "idle_seconds": idle_seconds, "cpu_window_seconds": cpu_seconds,
             "session_timeout_s": float(os.environ.get("LOOPLINE_SESSION_TIMEOUT", "6")),
-            "rows": rows, "fits": fits, "lineage": LINEAGE_SKIPPED,
+            "fetch_max_wait_ms": os.environ.get("LOOPLINE_FETCH_MAX_WAIT_MS") or "default",
+            "load": load, "rows": rows, "fits": fits, "goals": checked, "holds": holds, "lineage": LINEAGE_SKIPPED,
             "lineage_probe": rows[0].get("lineage_probe") if rows else None,
-            "seconds": round(time.perf_counter() - began, 1)}
+            "sweep": {"models": sweep_models, "rows": sweep} if sweep else None,
+            "feedback": feedback, "seconds": round(time.perf_counter() - began, 1)}
+
+
+def _mark(goal: dict[str, Any] | None) -> str:
+    if not goal:
+        return ""
+    mark = {True: " ✓", False: " ✗", None: ""}[goal.get("holds")]
+    if "ratio" in goal:
+        return f"{goal['goal']}: {goal['ratio']}×{mark}" if goal.get("ratio") is not None else goal["goal"]
+    return f"{goal['goal']}{mark}"
 
 
 def show(result: dict[str, Any]) -> None:
@@ -323,17 +448,26 @@ def show(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     load = result["machine"]["load"]
-    table = Table(title=f"growth with the number of models ({result['partitions']} partitions, "
+    console = Console(width=max(Console().width, 160))
+    spread = result.get("load")
+    table = Table(title=f"growth with the number of models ({result.get('broker', 'embedded (Tansu)')}, "
+                        f"{result['partitions']} partitions, "
                         f"{result['machine']['cores']} cores, load {load[0]:.2f} at the end)")
     table.add_column("metric")
     for row in result["rows"]:
         table.add_column(f"N={row['models']:,}", justify="right")
     table.add_column("fit")
+    goals_ = result.get("goals") or {}
+    table.add_column(f"goal (at N={goals_.get('at_models', 0):,})")
     for key, (label, unit) in METRICS.items():
-        table.add_row(label, *[fmt(row.get(key), unit) for row in result["rows"]], result["fits"][key]["text"])
-    table.add_row("`loopline lineage`", *["—" for _ in result["rows"]], "not measured (see below)")
-    console = Console(width=max(Console().width, 140))
+        table.add_row(label, *[fmt(row.get(key), unit) for row in result["rows"]], result["fits"][key]["text"],
+                      _mark(goals_.get(key)))
+    table.add_row("`loopline lineage`", *["—" for _ in result["rows"]], "not measured (see below)", "")
     console.print(table)
+    if spread:
+        console.print(f"spread load: {spread['rate']:g} data events/s round-robin over all N models for "
+                      f"{spread['seconds']:g} s, {spread['share']:.0%} of them crossing a threshold (the "
+                      f"trigger figures are for those: event sent → TrainingRequested published).")
     console.print(f"lineage: {result['lineage']}")
     probe = result.get("lineage_probe")
     if probe:
@@ -341,10 +475,38 @@ def show(result: dict[str, Any]) -> None:
     console.print(f"after SIGKILL the broker keeps the dead member's partitions until its session times out "
                   f"(LOOPLINE_SESSION_TIMEOUT={result['session_timeout_s']:g} s): part of that figure. "
                   f"`status` reads every decision event, the trigger's changelog and MLflow.")
+    sweep = result.get("sweep")
+    if sweep:
+        t = Table(title=f"partitions at {sweep['models']:,} models")
+        t.add_column("metric")
+        for row in sweep["rows"]:
+            t.add_column(f"P={row['partitions']}" + (" (main row)" if row.get("from_main_row") else ""),
+                         justify="right")
+        for key, (label, unit) in SWEEP_METRICS.items():
+            t.add_row(label, *[fmt(row.get(key), unit) for row in sweep["rows"]])
+        console.print(t)
+    feedback = result.get("feedback")
+    if feedback:
+        t = Table(title=f"feedback throughput: {feedback['events']:,} events drained, {feedback['partitions']} "
+                        f"partitions, {feedback['cores']} cores")
+        for column in ("workers", "events/s", "per worker", "workers' CPU", "machine busy"):
+            t.add_column(column, justify="right")
+        for key in ("one", "two"):
+            got = feedback[key]
+            t.add_row(str(got["workers"]), f"{got['per_second'] or 0:,}", ", ".join(f"{n:,}" for n in got["per_worker"]),
+                      ", ".join(f"{c:g} %" for c in got["worker_cpu_pct"]),
+                      f"{got['machine_busy_pct']:g} % of {feedback['cores'] * 100} %")
+        console.print(t)
+        console.print(f"two workers / one: {feedback['speed_up']}×")
 
 
-BENCH = common.Bench("scale", run, show, full={"counts": "10,100,1000", "partitions": 4},
-                     quick={"counts": "10,100", "idle_seconds": 2.0, "cpu_seconds": 3.0}, doc=__doc__)
+BENCH = common.Bench("scale", run, show,
+                     full={"counts": "10,100,1000", "partitions": 4, "rate": RATE, "trigger_seconds": 30.0,
+                           "share": SHARE, "sweep_models": 1000, "sweep_partitions": "4,16,32",
+                           "feedback_events": 300_000, "broker": "embedded"},
+                     quick={"counts": "10,100", "idle_seconds": 2.0, "cpu_seconds": 3.0, "trigger_seconds": 8.0,
+                            "sweep_models": 100, "sweep_partitions": "4,16", "feedback_events": 50_000},
+                     doc=__doc__)
 
 if __name__ == "__main__":
     raise SystemExit(BENCH.main())

@@ -32,6 +32,8 @@ from streams.describe import describe
 from streams.publisher import Publisher
 
 MODEL = "classifier"
+FAMILY = "region"                           # a family of loopline.yaml: README "Model families"
+FAMILY_KEYS = ("north", "south", "east", "west")
 OUTCOME_TYPES = {ev.DeploymentDone.TYPE, ev.DeploymentRefused.TYPE, ev.TrainingFailed.TYPE}
 PIPED_WIDTH = 240          # wide enough for a version row with a long rejection reason
 
@@ -88,14 +90,15 @@ class Printer:
         for d in sorted(new, key=lambda d: d.event.time):   # topics interleave; time orders them
             if d.event.type == ev.ClockTicked.TYPE:
                 continue
+            member = f"[magenta]{escape(d.event.subject)}[/] " if d.event.subject != MODEL else ""
             console.print(f"[dim]{time.time() - self.started:6.1f}s[/] "
-                          f"[bold cyan]{short_type(d.event.type):22}[/] {event_line(d.data)}")
+                          f"[bold cyan]{short_type(d.event.type):22}[/] {member}{event_line(d.data)}")
             if isinstance(d.data, ev.DriftDetected):
                 console.print(f"{'':30}drift report: [link]{self.link(d.data.report_uri)}[/]")
 
 
 def run_demo(batches: int = 10, rows: int = 1000, state_dir: str = ".loopline/demo",
-             keep: bool = False, config: Path | None = None) -> int:
+             keep: bool = False, config: Path | None = None, family_members: int = 3) -> int:
     from examples.classifier.data import batch, write_batch
 
     state = Path(state_dir).resolve()
@@ -131,13 +134,61 @@ def run_demo(batches: int = 10, rows: int = 1000, state_dir: str = ".loopline/de
                 publisher.publish(event)
                 _wait_drift_check(web, index + 1, worker, printer)
                 _wait_outcome(observer, event.id, worker, printer)
+        members = _family_act(stack, state / "data", family_members, rows, printer)
         printer.flush()
         answer = _ask_serving(stack.serve_port, batch(batches - 1, rows=3).drop(columns=["label"]),
                               observer, stack.serving)
         _summary(observer, answer, time.time() - started, _drift_stats(web), link)
+        if members:
+            console.print(family_table(observer, members))
         _look_further(stack.settings.tracking_uri, batches)
         promoted = observer.of_type(ev.DeploymentDone.TYPE, MODEL)
-        return 0 if promoted and answer.get("version") == promoted[-1].data.version else 1
+        members_ok = all(observer.of_type(ev.DeploymentDone.TYPE, m) for m in members)
+        return 0 if promoted and answer.get("version") == promoted[-1].data.version and members_ok else 1
+
+
+def _family_act(stack: LocalStack, data_dir: Path, count: int, rows: int, printer: Printer) -> list[str]:
+    """One batch for each of `count` members of the family in loopline.yaml: nothing registers
+    them; each comes into being with its event and trains, is gated and deploys on its own."""
+    from examples.classifier.data import write_batch
+
+    names = [f"{FAMILY}.{key}" for key in FAMILY_KEYS[:count]]
+    if not names:
+        return []
+    console.print(f"\n[bold]family {FAMILY}[/]: one batch each for {', '.join(names)} "
+                  "(members made by their first event)\n")
+    events = []
+    with Publisher(stack.bootstrap, stack.settings.topics) as publisher:
+        for index, name in enumerate(names):
+            info = write_batch(index, data_dir / name, rows=rows)
+            event = build(ev.DataArrived(uri=info["uri"], rows=info["rows"], version=info["version"],
+                                         digest=info["digest"], columns=info["schema"]),
+                          name, source="loopline/demo")
+            publisher.publish(event)
+            events.append(event)
+    for event in events:
+        _wait_outcome(stack.observer, event.id, stack.worker, printer, timeout=240.0)
+    return names
+
+
+def family_table(observer: Observer, members: list[str]) -> Table:
+    """Per member: its versions, the newest one's score and verdict, its champion, and the time
+    from its data's arrival to its deployment."""
+    table = Table(title=f"Family {FAMILY}")
+    for column in ("member", "versions", "accuracy", "verdict", "champion", "data → deployed"):
+        table.add_column(column)
+    for name in members:
+        evaluated = observer.of_type(ev.ModelEvaluated.TYPE, name)
+        deployed = observer.of_type(ev.DeploymentDone.TYPE, name)
+        arrived = observer.of_type(ev.DataArrived.TYPE, name)
+        last = evaluated[-1].data if evaluated else None
+        latency = (f"{deployed[-1].event.timestamp - arrived[0].event.timestamp:.1f}s"
+                   if deployed and arrived else "-")
+        table.add_row(name, str(len(evaluated)),
+                      f"{last.candidate_metrics.get(last.metric) or 0:.3f}" if last else "-",
+                      ("[green]promoted[/]" if last.passed else "[red]rejected[/]") if last else "-",
+                      f"v{deployed[-1].data.version}" if deployed else "-", latency)
+    return table
 
 
 def _look_further(tracking_uri: str, batches: int) -> None:

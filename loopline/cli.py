@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rows", type=int, default=1000, help="rows per batch")
     demo.add_argument("--state-dir", default=".loopline/demo", help="where MLflow and runs live")
     demo.add_argument("--keep", action="store_true", help="keep the previous demo's state")
+    demo.add_argument("--family-members", type=int, default=3, choices=range(0, 5), metavar="0-4",
+                      help="members of the family 'region' made by one batch each, after the main loop")
 
     dev = sub.add_parser("dev", help="broker, worker, serving and the page kept up until Ctrl-C, to play with")
     dev.add_argument("--state-dir", default=".loopline/dev", help="where MLflow, data and logs live (kept)")
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "demo":
         from devstack.demo import run_demo
-        return run_demo(batches=args.batches, rows=args.rows, state_dir=args.state_dir, keep=args.keep)
+        return run_demo(batches=args.batches, rows=args.rows, state_dir=args.state_dir, keep=args.keep,
+                        family_members=args.family_members)
     if args.command == "dev":
         from devstack.dev import run_dev
         return run_dev(state_dir=args.state_dir, ui_port=args.ui_port, serve_port=args.serve_port,
@@ -143,7 +146,8 @@ def _serve(args, settings: Settings) -> int:
     from serving.server import key_path, serve
     from serving.store import Batching
 
-    models = {name: model.alias for name, model in config.load(settings.config).items()}
+    catalog = config.load(settings.config)
+    models = {name: model.alias for name, model in catalog.items()}
     try:
         key = load_key(*key_path(settings.serving_key_file, settings.state_dir))
     except ValueError as exc:
@@ -153,7 +157,7 @@ def _serve(args, settings: Settings) -> int:
     serve(settings.tracking_uri, settings.broker, settings.topics, models, args.host, args.port, key=key,
           batching=Batching(_given(args.max_batch_rows, settings.serving_max_batch_rows),
                             _given(args.max_batch_wait_ms, settings.serving_max_batch_wait_ms)),
-          security=settings.kafka_security)
+          security=settings.kafka_security, admit=config.member_alias(catalog))
     return 0
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+import copy
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.catalog import SEPARATOR, Catalog
 from agents.policies import DriftPolicy, Gate, MetricPolicy, RetrainPolicy
 from agents.policy.metric import METRICS
 from agents.policy.promotion import Check
@@ -24,6 +26,7 @@ from adapters.drift import METHODS as DRIFT_METHODS
 from triggers.pipeline import Pipeline, PipelineError, Step
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+DEFAULT_MEMBER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"
 
 
 class ConfigError(ValueError):
@@ -287,12 +290,78 @@ class ModelConfig(_Strict):
         return value
 
 
+class MemberOverride(_Strict):
+    """What one member of a family does differently: its params (merged over the family's) and
+    retrain keys (each replaces the family's)."""
+    params: dict[str, str] = {}
+    retrain: dict[str, Any] = {}
+
+
+class FamilyConfig(ModelConfig):
+    """Many models that share a pipeline, policies and gate, told apart by a key (agents.catalog):
+    every key of a model, plus who the members are and what a member key may look like."""
+    members: list[str] = []                  # exist from the start; the others come with their first event
+    member_pattern: str = DEFAULT_MEMBER_PATTERN   # a member key must match it whole
+    max_members: int = Field(100_000, ge=1)  # a flood of made-up keys stops here (dead-lettered)
+    overrides: dict[str, MemberOverride] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _no_separator(cls, value: str) -> str:
+        if SEPARATOR in value:
+            raise ValueError(f"a family name cannot contain {SEPARATOR!r}: it separates the family "
+                             "from the member key in a member's name")
+        return value
+
+    @field_validator("member_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _keys(self):
+        pattern = re.compile(self.member_pattern)
+        for where, keys in (("members", self.members), ("overrides", list(self.overrides))):
+            for key in keys:
+                why = member_key_problem(self.name, key, pattern)
+                if why:
+                    raise ValueError(f"{where}: {why}")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("members: a member is listed twice")
+        if len(self.members) > self.max_members:
+            raise ValueError(f"members: {len(self.members)} listed, above max_members ({self.max_members})")
+        return self
+
+
+def member_key_problem(family: str, key: str, pattern: re.Pattern) -> str | None:
+    if not pattern.fullmatch(key):
+        return f"member key {key!r} does not match member_pattern {pattern.pattern!r}"
+    if not MODEL_NAME.match(f"{family}{SEPARATOR}{key}"):
+        return (f"member name {family}{SEPARATOR}{key!r} is not a valid model name (letters, digits, "
+                "_ . - ; at most 100 characters)")
+    return None
+
+
 class FileConfig(_Strict):
-    models: list[ModelConfig] = Field(min_length=1)
+    models: list[ModelConfig] = []
+    families: list[FamilyConfig] = []
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not self.models and not self.families:
+            raise ValueError("name at least one model (models:) or family (families:)")
+        return self
 
 
 class Model:
     """One model as the worker uses it: plain policy objects and a validated pipeline."""
+
+    family: str | None = None                # a family member's family and key (agents.catalog)
+    member: str | None = None
 
     def __init__(self, cfg: ModelConfig, base: Path):
         self.name = cfg.name
@@ -323,7 +392,7 @@ def _rollout_policy(cfg: ModelConfig) -> RolloutPolicy:
     return RolloutPolicy(**rollout, steps=tuple(cfg.rollout.steps), reward=reward)
 
 
-def load(path: str | Path) -> dict[str, Model]:
+def load(path: str | Path) -> Catalog:
     path = Path(path)
     try:
         # libyaml's loader where PyYAML has it: 2.7x faster on a 10,000-model file (bench.scale)
@@ -335,7 +404,7 @@ def load(path: str | Path) -> dict[str, Model]:
     return parse(raw, path)
 
 
-def parse(raw, path: Path) -> dict[str, Model]:
+def parse(raw, path: Path) -> Catalog:
     try:
         cfg = FileConfig.model_validate(raw)
     except ValidationError as exc:
@@ -344,25 +413,95 @@ def parse(raw, path: Path) -> dict[str, Model]:
     for index, model_cfg in enumerate(cfg.models):
         if model_cfg.name in models:
             raise ConfigError(f"{path}: models[{index}].name: duplicate model name {model_cfg.name!r}")
-        if model_cfg.gate.from_step not in {s.name for s in model_cfg.pipeline.steps}:
-            raise ConfigError(f"{path}: models[{index}].gate.from_step: no step named "
-                              f"{model_cfg.gate.from_step!r} in the pipeline")
-        if model_cfg.rollout.strategy != "direct" and model_cfg.metrics is None:
-            raise ConfigError(f"{path}: models[{index}].rollout.strategy: {model_cfg.rollout.strategy!r} "
-                              "is decided by online feedback: add a 'metrics' section (the online "
-                              "metric each arm is scored by)")
-        for step_index, step in enumerate(model_cfg.pipeline.steps):
-            if step.sweep is not None:
-                problem = _cluster_sweep_problem(model_cfg.pipeline, step)
-                if problem:
-                    raise ConfigError(f"{path}: models[{index}].pipeline.steps[{step_index}].sweep: {problem}")
-        for key, problem in pipeline_problems(model_cfg.pipeline):
-            raise ConfigError(f"{path}: models[{index}].pipeline.{key}: {problem}")
-        try:
-            models[model_cfg.name] = Model(model_cfg, path.parent)
-        except PipelineError as exc:
-            raise ConfigError(f"{path}: models[{index}].pipeline: {exc}") from None
-    return models
+        models[model_cfg.name] = _model(model_cfg, path, f"models[{index}]")
+    families: dict[str, Family] = {}
+    for index, family_cfg in enumerate(cfg.families):
+        where = f"families[{index}]"
+        if family_cfg.name in families or family_cfg.name in models:
+            raise ConfigError(f"{path}: {where}.name: {family_cfg.name!r} is already the name of a "
+                              "model or family")
+        clash = next((m for m in models if m.startswith(family_cfg.name + SEPARATOR)), None)
+        if clash:
+            raise ConfigError(f"{path}: {where}.name: the model {clash!r} would read as a member of "
+                              f"family {family_cfg.name!r}: rename one of them")
+        families[family_cfg.name] = Family(family_cfg, _model(family_cfg, path, where), path, where)
+    catalog = Catalog(models, families)
+    for family_cfg in cfg.families:
+        for key in family_cfg.members:
+            catalog.get(f"{family_cfg.name}{SEPARATOR}{key}")
+    return catalog
+
+
+def configured(catalog: Catalog) -> dict[str, Model]:
+    """Each plain model, and each family once under its own name (its members share it): what the
+    worker sizes its launchers, distributed runs and drift pool by at start-up, before any
+    member exists (triggers.per_model finds a member's entry)."""
+    plain = {name: m for name, m in catalog.items() if m.family is None}
+    return {**plain, **{name: family.template for name, family in catalog.families.items()}}
+
+
+def member_alias(catalog: Catalog):
+    """`name` → the deploy alias of the family member it names, or None: what serving takes in
+    on first request (None too when the file has no family)."""
+    if not catalog.families:
+        return None
+
+    def alias(name: str) -> str | None:
+        model = catalog.get(name)
+        return model.alias if model is not None and model.family is not None else None
+    return alias
+
+
+def _model(model_cfg: ModelConfig, path: Path, where: str) -> Model:
+    """The checks that span keys (pydantic has done each key), then the model."""
+    if model_cfg.gate.from_step not in {s.name for s in model_cfg.pipeline.steps}:
+        raise ConfigError(f"{path}: {where}.gate.from_step: no step named "
+                          f"{model_cfg.gate.from_step!r} in the pipeline")
+    if model_cfg.rollout.strategy != "direct" and model_cfg.metrics is None:
+        raise ConfigError(f"{path}: {where}.rollout.strategy: {model_cfg.rollout.strategy!r} "
+                          "is decided by online feedback: add a 'metrics' section (the online "
+                          "metric each arm is scored by)")
+    for step_index, step in enumerate(model_cfg.pipeline.steps):
+        if step.sweep is not None:
+            problem = _cluster_sweep_problem(model_cfg.pipeline, step)
+            if problem:
+                raise ConfigError(f"{path}: {where}.pipeline.steps[{step_index}].sweep: {problem}")
+    for key, problem in pipeline_problems(model_cfg.pipeline):
+        raise ConfigError(f"{path}: {where}.pipeline.{key}: {problem}")
+    try:
+        return Model(model_cfg, path.parent)
+    except PipelineError as exc:
+        raise ConfigError(f"{path}: {where}.pipeline: {exc}") from None
+
+
+class Family:
+    """A family's members as models (agents.catalog.Family): each a copy of the family's model
+    with its own name, and its override's params and retrain keys. The copies share the family's
+    pipeline and policy objects (all immutable), so a member costs a few hundred bytes."""
+
+    def __init__(self, cfg: FamilyConfig, template: Model, path: Path, where: str):
+        self.name, self.max_members = cfg.name, cfg.max_members
+        self.template, self.pattern = template, re.compile(cfg.member_pattern)
+        self.overridden: dict[str, tuple[dict[str, str], RetrainPolicy]] = {}
+        for key, override in cfg.overrides.items():
+            try:
+                retrain = RetrainConfig.model_validate({**cfg.retrain.model_dump(), **override.retrain})
+            except ValidationError as exc:
+                raise ConfigError(f"{path}: " + "; ".join(
+                    f"{where}.overrides.{key}.retrain.{_describe(err, None)}" for err in exc.errors())) from None
+            self.overridden[key] = ({**cfg.params, **override.params},
+                                    RetrainPolicy(**retrain.model_dump()))
+
+    def problem(self, key: str) -> str | None:
+        return member_key_problem(self.name, key, self.pattern)
+
+    def member(self, key: str) -> Model:
+        model = copy.copy(self.template)
+        model.name, model.family, model.member = f"{self.name}{SEPARATOR}{key}", self.name, key
+        if key in self.overridden:
+            model.params, model.retrain = self.overridden[key]
+            model.params = dict(model.params)
+        return model
 
 
 def _cluster_sweep_problem(pipeline: PipelineConfig, step: StepConfig) -> str | None:
@@ -385,4 +524,6 @@ def _describe(err: dict, raw) -> str:
         return f"{key}: unknown key (check the spelling; see the README for the keys)"
     if err["type"] == "missing":
         return f"{key}: required key is missing"
+    if not key:                       # a check of the whole file: no key to name, no input to show
+        return err["msg"].removeprefix("Value error, ")
     return f"{key}: {err['msg']} (got {err.get('input')!r})"

@@ -7,6 +7,7 @@ what a model team changes (pipelines, policies, gates) lives in `loopline.yaml`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     kafka_ssl_check_hostname: bool = True
     mlflow_uri: str = ""                        # empty: sqlite store under state_dir
     state_dir: Path = Path(".loopline")
+    # Where the worker keeps its Faust tables (the trigger's model states, the operator gate's seen
+    # commands, the trainer's launches): `memory` rebuilds them from their changelogs at every
+    # start; `rocksdb` keeps them on disk under <state_dir>/faust, so a restart reads them back and
+    # replays only the changelog records written since (README, "State and compaction").
+    table_store: Literal["memory", "rocksdb"] = "memory"
     config: Path = Path("loopline.yaml")
     topic_prefix: str = "loopline"
     partitions: int = Field(4, ge=1)
@@ -104,6 +110,11 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix, self.partitions)
+
+    @property
+    def table_dir(self) -> Path:
+        """Faust's data dir (its tables, RocksDB files with `table_store=rocksdb`): in the state dir."""
+        return self.state_dir.resolve() / "faust"
 
     @property
     def tracking_uri(self) -> str:

@@ -53,7 +53,7 @@ def build(settings: Settings):
         broker=settings.broker, group=settings.group, topics=settings.topics,
         source=settings.source, web_port=settings.web_port, web_bind=settings.web_bind,
         broker_lost_seconds=settings.broker_lost_seconds,
-        datadir=str(settings.state_dir.resolve() / "faust"),
+        datadir=str(settings.table_dir), table_store=settings.table_store,
         rebalance_timeout=settings.rebalance_timeout, session_timeout=settings.session_timeout,
         heartbeat_interval=settings.heartbeat_interval,
         fetch_max_wait_ms=settings.fetch_max_wait_ms, tick_interval=settings.tick_interval,
@@ -63,11 +63,12 @@ def build(settings: Settings):
         lag_interval=settings.lag_interval, security=settings.kafka_security,
         deadletter_spill_uri=settings.deadletter_spill_uri
         or (settings.state_dir.resolve() / "deadletter").as_uri())
+    configured = config_mod.configured(models)           # each family once, not per member
     launchers = {"local": LocalLauncher(settings.state_dir.resolve(),
-                                        distributed=distributed_runs(models, "local")),
-                 **build_launchers(settings, models)}     # kubernetes / argo, if models use them
+                                        distributed=distributed_runs(configured, "local")),
+                 **build_launchers(settings, configured)}     # kubernetes / argo, if models use them
     return build_app(opts, models, launchers, MlflowRegistry(settings.tracking_uri),
-                     drift_checker=drift_checker(settings, models))
+                     drift_checker=drift_checker(settings, configured))
 
 
 def drift_checker(settings: Settings, models):

@@ -72,7 +72,7 @@ class Handlers:
     async def predict(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         name = request.match_info["name"]
-        state = self.store.models.get(name)
+        state = self.store.admitted(name)
         if state is None:
             return web.json_response(body=json_bytes({"error": f"model {name!r} is not served here"}), status=404)
         try:
@@ -133,7 +133,7 @@ class Handlers:
 
     async def feedback(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in self.store.models:
+        if self.store.admitted(name) is None:
             return web.json_response(body=json_bytes({"error": f"model {name!r} is not served here"}), status=404)
         if self.plog is None:
             return web.json_response(body=json_bytes({"error": "feedback is not enabled on this endpoint"}), status=404)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, Collection
 
 from streams.codec import DecodeError, decode
 from streams.events import DeploymentDone, DeploymentRolledBack, ExperimentUpdated
@@ -28,7 +28,7 @@ READ_BACK_SECONDS = 120.0
 
 
 class Follower(threading.Thread):
-    def __init__(self, bootstrap: str, topics: Topics, models: set[str], *,
+    def __init__(self, bootstrap: str, topics: Topics, models: Collection[str], *,
                  deliver: Callable[..., None], stop: threading.Event,
                  read_back_seconds: float = READ_BACK_SECONDS, **config):
         """`deliver(kind, *args)`: called in this thread; "following" (deployments positioned),

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import signal
 import threading
+from typing import Callable
 from pathlib import Path
 
 from serving.bus import READ_BACK_SECONDS, Follower
@@ -63,8 +64,10 @@ def mlflow_registry(tracking_uri: str):
 
 def serve(tracking_uri: str, bootstrap: str, topics: Topics, models: dict[str, str] | list[str],
           host: str = "127.0.0.1", port: int = 8080, *, key: bytes, batching: Batching = Batching(),
-          security: KafkaSecurity | None = None, read_back_seconds: float = READ_BACK_SECONDS) -> None:
-    """Serve `models` ({name: alias}; a list means alias `champion` for each) until SIGTERM/SIGINT."""
+          security: KafkaSecurity | None = None, read_back_seconds: float = READ_BACK_SECONDS,
+          admit: Callable[[str], str | None] | None = None) -> None:
+    """Serve `models` ({name: alias}; a list means alias `champion` for each) until SIGTERM/SIGINT,
+    and the models `admit` names (a family's members) from their first request (ModelStore)."""
     aliases = models if isinstance(models, dict) else {name: "champion" for name in models}
     try:
         import uvloop
@@ -72,11 +75,11 @@ def serve(tracking_uri: str, bootstrap: str, topics: Topics, models: dict[str, s
         uvloop = None
     runner = uvloop.run if uvloop is not None else asyncio.run
     runner(_serve(tracking_uri, bootstrap, topics, aliases, host, port, key, batching,
-                  security or KafkaSecurity(), read_back_seconds))
+                  security or KafkaSecurity(), read_back_seconds, admit))
 
 
 async def _serve(tracking_uri, bootstrap, topics, aliases, host, port, key, batching, security,
-                 read_back_seconds) -> None:
+                 read_back_seconds, admit) -> None:
     from aiohttp import web
 
     from serving.app import make_app
@@ -84,7 +87,8 @@ async def _serve(tracking_uri, bootstrap, topics, aliases, host, port, key, batc
     loop = asyncio.get_running_loop()
     metrics = ServingMetrics()
     loader, resolver = mlflow_registry(tracking_uri)
-    store = ModelStore(aliases, loader=loader, resolver=resolver, batching=batching, metrics=metrics)
+    store = ModelStore(aliases, loader=loader, resolver=resolver, batching=batching, metrics=metrics,
+                       admit=admit)
     plog = await asyncio.to_thread(PredictionLog, bootstrap, topics, **security.kafka_python())
     runner = web.AppRunner(make_app(store, plog, key, metrics), access_log=None, shutdown_timeout=10)
     await runner.setup()
@@ -96,7 +100,8 @@ async def _serve(tracking_uri, bootstrap, topics, aliases, host, port, key, batc
     handlers = {"following": store.start, "deployment": store.on_deployment,
                 "experiment": store.on_experiment, "caught_up": store.on_caught_up}
     stop = threading.Event()
-    follower = Follower(bootstrap, topics, set(aliases), stop=stop, read_back_seconds=read_back_seconds,
+    # the store's own dict: a member taken in later is followed too
+    follower = Follower(bootstrap, topics, store.models, stop=stop, read_back_seconds=read_back_seconds,
                         deliver=lambda kind, *args: loop.call_soon_threadsafe(handlers[kind], *args),
                         **security.kafka_python())
     follower.start()

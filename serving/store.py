@@ -69,10 +69,15 @@ class Batching:
 class ModelStore:
     def __init__(self, aliases: dict[str, str], *, loader: Callable[[str, str], Any],
                  resolver: Callable[[str, str], str | None], batching: Batching = Batching(),
-                 metrics: ServingMetrics | None = None, retry: tuple[float, float] = (0.5, 8.0)):
+                 metrics: ServingMetrics | None = None, retry: tuple[float, float] = (0.5, 8.0),
+                 admit: Callable[[str], str | None] | None = None):
         """`loader(name, version)` → a model with `predict(DataFrame)`; `resolver(name, alias)` →
-        the version the alias names, None if there is none; both blocking (run in threads)."""
+        the version the alias names, None if there is none; both blocking (run in threads).
+        `admit(name)` → the alias of a model served on demand (a family's member), None if
+        `name` is none: such a model is taken in by its first request (`admitted`)."""
         self.models = {name: ModelState(name, alias) for name, alias in aliases.items()}
+        self.admit = admit
+        self.on_demand: set[str] = set()
         self.loader, self.resolver, self.batching = loader, resolver, batching
         self.metrics = metrics or ServingMetrics()
         self.retry = retry
@@ -107,6 +112,20 @@ class ModelStore:
         state.experiment = update if (live or update.status in LIVE) else None
         self._reconcile(state)
 
+    def admitted(self, name: str) -> ModelState | None:
+        """The served model `name`, taking in a family's member on its first request: from then on
+        it is served like the others (its champion asked of the registry, loaded, reloaded on
+        deployment events), except that it never holds the replica's readiness."""
+        state = self.models.get(name)
+        if state is None and self.admit is not None:
+            alias = self.admit(name)
+            if alias is not None:
+                state = self.models[name] = ModelState(name, alias)
+                self.on_demand.add(name)
+                log.info("serving: %s@%s taken in on its first request", name, alias)
+                self._spawn(self._resolve(state))
+        return state
+
     def on_caught_up(self) -> None:
         self.caught_up = True
 
@@ -121,6 +140,8 @@ class ModelStore:
         if not self.caught_up:
             blocking.append("experiment states not read back from the bus yet")
         for state in self.models.values():
+            if state.name in self.on_demand:       # one member's first load must not fail /readyz
+                continue
             if not state.asked:
                 blocking.append(f"{state.name}: registry not asked for @{state.alias} yet")
             for version in sorted(state.needed() - set(state.versions)):

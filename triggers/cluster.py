@@ -50,6 +50,7 @@ from typing import Any
 
 from triggers import kube
 from triggers.lease import Lease
+from triggers.per_model import PerModel
 from triggers.pipeline import FAILED, TERMINAL_PHASES, LaunchSpec, RunStatus
 from triggers.podspec import (
     ANN_REPORTED,
@@ -89,7 +90,7 @@ class ClusterLauncher:
         self.client = client
         self.lease = lease
         self._term = 0
-        self.pods = dict(pods)
+        self.pods = PerModel(pods)          # a family's member reads its family's entry
         self.owner = owner
         self.selector = owner_selector(owner)
         self.watch_timeout = watch_timeout
@@ -331,7 +332,7 @@ class PyTorchJobLauncher(ClusterLauncher):
     def __init__(self, client: kube.KubeClient, pods: Mapping[str, PodSettings], owner: str,
                  distributed: Mapping[str, Distributed], watch_timeout: int = 300, lease: Lease | None = None) -> None:
         super().__init__(client, pods, owner, watch_timeout, lease)
-        self.distributed = dict(distributed)
+        self.distributed = PerModel(distributed)
 
     def render(self, spec: LaunchSpec, pod: PodSettings) -> dict[str, Any]:
         return render_pytorchjob(spec, pod, self.owner, self.distributed[spec.model])
@@ -357,7 +358,7 @@ class KubernetesJobLauncher(ClusterLauncher):
         distributed = dict(distributed or {})
         torch = {m: d for m, d in distributed.items() if d.mode == "pytorchjob"}
         super().__init__(client, {m: p for m, p in pods.items() if m not in torch}, owner, watch_timeout, lease)
-        self.indexed = {m: d for m, d in distributed.items() if m not in torch}
+        self.indexed = PerModel({m: d for m, d in distributed.items() if m not in torch})
         self.pytorch = PyTorchJobLauncher(client, {m: p for m, p in pods.items() if m in torch}, owner, torch,
                                           watch_timeout, lease) if torch else None
 

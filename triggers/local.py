@@ -49,6 +49,7 @@ from triggers.local_runner import (
     tail_lines,
     write_pid_file,
 )
+from triggers.per_model import PerModel
 from triggers.pipeline import FAILED, PENDING, TERMINAL_PHASES, LaunchSpec, RunStatus
 
 __all__ = ["LocalLauncher"]
@@ -73,7 +74,7 @@ class LocalLauncher:
         triggers.render_distributed.Distributed): each step of its runs runs as that many
         processes with the torchrun contract (see triggers.local_runner)."""
         self.state_dir = Path(state_dir).resolve()
-        self.distributed = {model: int(getattr(d, "workers", d)) for model, d in (distributed or {}).items()}
+        self.distributed = PerModel({model: int(getattr(d, "workers", d)) for model, d in (distributed or {}).items()})
         self.runs_dir = self.state_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.python = python

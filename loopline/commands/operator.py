@@ -111,8 +111,7 @@ def preview(command: str, event: CloudEvent, settings: Settings, now: float) -> 
     models = config.load(settings.config)
     model = models.get(event.subject)
     if model is None:
-        return {"would": f"be dead-lettered: unknown model {event.subject!r} "
-                         f"(not in {settings.config})", "decision": "rejected"}
+        return {"would": f"be dead-lettered: {models.problem(event.subject)}", "decision": "rejected"}
     if command in ("promote", "rollback"):
         return _preview_deploy(command, event, model, settings)
     return _preview_trigger(command, event, model, settings, now)

@@ -185,12 +185,18 @@ def read_dead_letters(bootstrap: str, topics: Topics, **config) -> list[tuple[Re
     return out
 
 
-def model_states(bootstrap: str, group: str, **config) -> dict[str, ModelState]:
-    """The trigger's ModelState per model, rebuilt from its Faust table changelog."""
-    from agents.trigger import state_changelog      # lazily: it imports faust's transport
+def state_changelog(group: str) -> str:
+    """`agents.trigger.state_changelog`, without importing the worker's modules (Faust: ~1 s);
+    tests/unit/test_status.py holds the two equal."""
+    return f"{group}-{group}-model-state-changelog"
 
-    states: dict[str, ModelState] = {}
-    for record in read_records(bootstrap, [state_changelog(group)], **config):
+
+def states_of(records) -> dict:
+    """The trigger's ModelState per model from its changelog records."""
+    from agents.policies import ModelState
+
+    states: dict = {}
+    for record in records:
         model = _faust_key(record.key)
         if model is None:
             continue
@@ -204,6 +210,11 @@ def model_states(bootstrap: str, group: str, **config) -> dict[str, ModelState]:
         if isinstance(value, dict):
             states[model] = ModelState.from_dict(value)
     return states
+
+
+def model_states(bootstrap: str, group: str, **config) -> dict[str, ModelState]:
+    """The trigger's ModelState per model, rebuilt from its Faust table changelog."""
+    return states_of(read_records(bootstrap, [state_changelog(group)], **config))
 
 
 def _faust_key(raw: bytes | None) -> str | None:

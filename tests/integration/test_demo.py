@@ -30,15 +30,15 @@ def test_demo_runs_the_loop_and_summarises(tmp_path):
     # If it overruns, everything it started goes too: a plain kill of the demo once left its
     # broker and serving endpoint running (their own sessions), eating CPU for the rest of the suite.
     demo = subprocess.Popen([sys.executable, "-m", "loopline.cli", "demo", "--batches", "2",
-                             "--state-dir", str(tmp_path / "demo")],
+                             "--family-members", "1", "--state-dir", str(tmp_path / "demo")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     try:
-        stdout, stderr = demo.communicate(timeout=280)
+        stdout, stderr = demo.communicate(timeout=400)
     except subprocess.TimeoutExpired:
         kill_all_with_home(tmp_path)
         stdout, stderr = demo.communicate()
-        pytest.fail(f"the demo overran 280 s:\n{stdout[-3000:]}{stderr[-3000:]}")
+        pytest.fail(f"the demo overran 400 s:\n{stdout[-3000:]}{stderr[-3000:]}")
     out = subprocess.CompletedProcess(demo.args, demo.returncode, stdout, stderr)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
@@ -48,6 +48,10 @@ def test_demo_runs_the_loop_and_summarises(tmp_path):
     promoted = [line for line in text.splitlines() if "│ promoted " in line or "│ promoted  " in line]
     versions = [line for line in text.splitlines() if line.startswith("│ v")]
     assert len(versions) >= 1 and promoted, text[-3000:]
+    # the family act: region.north made by its one batch, trained, promoted, its own champion
+    assert "Family region" in text, text[-3000:]
+    north = [line for line in text.splitlines() if line.startswith("│ region.north ")]
+    assert len(north) == 1 and "promoted" in north[0] and "│ v1 " in north[0], north or text[-3000:]
     assert (tmp_path / "demo" / "mlflow.db").exists()
     # Its last lines say where to look at what it did: MLflow, and the page on a stack kept up.
     last = text.rstrip().splitlines()[-3:]

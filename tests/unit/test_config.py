@@ -29,8 +29,8 @@ def test_the_repository_config_loads():
 
 
 @pytest.mark.parametrize("raw, message", [
-    pytest.param({}, "models: required key is missing", id="no models"),
-    pytest.param({"models": []}, "models: List should have at least 1 item", id="empty models"),
+    pytest.param({}, "name at least one model (models:) or family (families:)", id="no models"),
+    pytest.param({"models": []}, "name at least one model (models:) or family", id="empty models"),
     pytest.param({"models": [model(name="bad name!")]}, "models[0].name", id="bad model name"),
     pytest.param({"models": [model(retrian={})]}, "models[0].retrian: unknown key", id="typo key"),
     pytest.param({"models": [model(retrain={"min_new_rows": 0})]}, "models[0].retrain.min_new_rows",

@@ -206,3 +206,25 @@ deadletter.persistence mounted at deadletterMount, else empty (the worker's defa
 {{- printf "file://%s" (include "loopline.deadletterMount" .) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The worker's tables (values: worker.tables). With persistence, the worker is a StatefulSet and
+each pod mounts its own claim at tableDir: the Faust data dir under the state dir
+(loopline.settings.Settings.table_dir, for LOOPLINE_STATE_DIR=/var/lib/loopline).
+*/}}
+{{- define "loopline.tableDir" -}}
+/var/lib/loopline/faust
+{{- end }}
+
+{{- define "loopline.workerStateful" -}}
+{{- $t := .Values.worker.tables }}
+{{- if and $t.persistence.enabled (ne $t.store "rocksdb") }}
+{{- fail (printf "worker.tables.persistence.enabled needs worker.tables.store=rocksdb (store=%s keeps nothing on disk)" $t.store) }}
+{{- end }}
+{{- if $t.persistence.enabled }}true{{ end }}
+{{- end }}
+
+{{/* How kubectl names the worker: deploy/NAME, or statefulset/NAME with table persistence. */}}
+{{- define "loopline.workerRef" -}}
+{{ if include "loopline.workerStateful" . }}statefulset{{ else }}deploy{{ end }}/{{ include "loopline.fullname" . }}-worker
+{{- end }}
