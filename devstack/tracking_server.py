@@ -56,7 +56,11 @@ class TrackingServer:
              "--artifacts-destination", self.artifacts.resolve().as_uri(),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait(90)
+        try:
+            self._wait(90)
+        except BaseException:
+            self.__exit__()      # a server that never got healthy (and its job runners) goes too
+            raise
         return self
 
     def _wait(self, timeout: float) -> None:
@@ -72,7 +76,7 @@ class TrackingServer:
                 time.sleep(0.3)
         raise RuntimeError(f"mlflow server not healthy after {timeout}s")
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc) -> None:   # the whole session: MLflow 3 forks job-runner processes
         if self.proc and self.proc.poll() is None:
             import os
             import signal

@@ -8,9 +8,9 @@ see YAML.
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
-import copy
 from typing import Any, Literal
 
 import yaml
@@ -500,7 +500,6 @@ class Family:
         model.name, model.family, model.member = f"{self.name}{SEPARATOR}{key}", self.name, key
         if key in self.overridden:
             model.params, model.retrain = self.overridden[key]
-            model.params = dict(model.params)
         return model
 
 

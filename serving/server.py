@@ -18,8 +18,8 @@ import asyncio
 import logging
 import signal
 import threading
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 from serving.bus import READ_BACK_SECONDS, Follower
 from serving.metrics import ServingMetrics
